@@ -1,0 +1,60 @@
+"""Creating the platform's topics from settings, idempotently.
+
+An existing topic with fewer partitions than asked for is reported, not silently grown:
+adding partitions moves keys to other partitions and breaks per-entity ordering.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+
+from lambda_contracts.topics import TopicSpec
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+class TopicMismatchError(RuntimeError):
+    """An existing topic differs from its specification in a way that cannot be fixed in place."""
+
+
+@dataclass(frozen=True)
+class TopicReport:
+    name: str
+    partitions: int
+    created: bool
+
+
+def ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[TopicReport]:
+    """Create missing topics and check existing ones; safe to run any number of times."""
+    request = {
+        spec.name: {
+            "num_partitions": spec.partitions,
+            "replication_factor": spec.replication_factor,
+            "configs": spec.configs,
+        }
+        for spec in specs
+    }
+    response = admin.create_topics(request, raise_errors=False)
+    created: set[str] = set()
+    for topic in response["topics"]:
+        if topic["error_code"] == 0:
+            created.add(topic["name"])
+        elif topic["error_code"] != TOPIC_ALREADY_EXISTS:
+            raise TopicMismatchError(
+                f"could not create topic {topic['name']}: {topic['error_message']} (error code {topic['error_code']})"
+            )
+    admin.wait_for_topics([spec.name for spec in specs])
+    described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics([s.name for s in specs])}
+    reports = []
+    for spec in specs:
+        actual = described[spec.name]
+        if actual < spec.partitions:
+            raise TopicMismatchError(
+                f"topic {spec.name} has {actual} partitions but settings ask for {spec.partitions}; "
+                "growing it would move keys between partitions. Either set "
+                f"LAMBDA_TOPIC_PARTITIONS={actual} or recreate the topic on a fresh data dir."
+            )
+        reports.append(TopicReport(spec.name, actual, spec.name in created))
+    return reports

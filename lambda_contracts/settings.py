@@ -1,0 +1,76 @@
+"""One typed settings object, read once from the environment (prefix ``LAMBDA_``).
+
+Embedded and compose deployments differ only in these values, never in code paths.
+Nothing else in the project reads ``os.environ`` for configuration.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Compression = Literal["zstd", "lz4", "gzip", "none"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the platform; override any field with ``LAMBDA_<FIELD_NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="LAMBDA_", extra="ignore", frozen=True)
+
+    data_dir: Path = Field(Path("data"), description="Root of all local state: broker data, lake, views.")
+
+    # Local (embedded) broker. Ignored when kafka_bootstrap_servers points elsewhere.
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(9092, ge=1, le=65535)
+    broker_controller_port: int = Field(9093, ge=1, le=65535)
+    broker_heap_mb: int = Field(512, ge=128, description="Bounded JVM heap of the local broker.")
+    broker_ready_timeout_s: float = Field(60.0, gt=0)
+    kafka_connect_timeout_s: float = Field(10.0, gt=0, description="How long clients try to reach Kafka.")
+    kafka_bootstrap_servers: str = Field("", description="host:port[,host:port]; empty means the local broker.")
+
+    # Topics.
+    events_topic: str = "events"
+    dead_letter_topic: str = "events.dlq"
+    topic_partitions: int = Field(6, ge=1)
+    topic_replication_factor: int = Field(1, ge=1)
+    topic_min_insync_replicas: int = Field(1, ge=1)
+    events_retention_hours: int = Field(168, ge=1)
+    dead_letter_retention_hours: int = Field(720, ge=1)
+
+    # Producers.
+    producer_compression: Compression = "zstd"
+    producer_linger_ms: int = Field(20, ge=0)
+    producer_batch_bytes: int = Field(1_048_576, ge=1024)
+    producer_acks: Literal["all", "1", "0"] = "all"
+    producer_delivery_timeout_ms: int = Field(120_000, ge=1000)
+
+    serde: Literal["json"] = "json"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.broker_port == self.broker_controller_port:
+            raise ValueError(
+                f"LAMBDA_BROKER_PORT and LAMBDA_BROKER_CONTROLLER_PORT must differ (both are {self.broker_port})"
+            )
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError("LAMBDA_TOPIC_MIN_INSYNC_REPLICAS cannot exceed LAMBDA_TOPIC_REPLICATION_FACTOR")
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """Where clients connect: the configured cluster, else the local broker."""
+        return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def uses_local_broker(self) -> bool:
+        return not self.kafka_bootstrap_servers
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,297 @@
+"""``lambdactl``: one command line for the whole platform.
+
+This package is the composition root: it is the only code that imports several layers, and
+it does so only to start them. Each subcommand is thin and calls into its layer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+from kafka.errors import KafkaError
+
+from infra.kafka_install import InstallError, install_jars
+from infra.local_broker import BrokerError, LocalBroker
+from infra.topics import TopicMismatchError, ensure_topics
+from lambda_contracts.events import Source
+from lambda_contracts.intake import DeadLetterError
+from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.serde import get_serde
+from lambda_contracts.settings import get_settings
+from lambda_contracts.topics import platform_topics
+from lambdactl.dead_letters import read_dead_letters
+from lambdactl.monitor import run_monitor
+from sources.producer import BatchingProducer, DeliveryError
+from sources.run import RunReport, build_simulators, run_simulation
+
+app = typer.Typer(
+    help="Run and operate the exact Lambda platform: Kafka broker, sources, monitor, dead letters.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+broker_app = typer.Typer(
+    help="The embedded Apache Kafka broker (KRaft, jars from Maven Central).", no_args_is_help=True
+)
+topics_app = typer.Typer(help="The platform's Kafka topics.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks: figures and ratios against a baseline measured in the same run.", no_args_is_help=True
+)
+app.add_typer(broker_app, name="broker")
+app.add_typer(topics_app, name="topics")
+app.add_typer(bench_app, name="bench")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+SOURCES: tuple[Source, ...] = ("web", "app", "sensor")
+USER_ERRORS = (BrokerError, InstallError, TopicMismatchError, DeliveryError, DeadLetterError)
+
+
+def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Turn expected failures into one clear line and exit code 1 instead of a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        except KafkaError as error:
+            settings = get_settings()
+            typer.secho(
+                f"error: Kafka at {settings.bootstrap_servers} did not answer ({error}). Is the broker running? "
+                "Check with `lambdactl broker status`, start it with `lambdactl broker start`.",
+                fg=typer.colors.RED,
+                err=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+@app.callback()
+def configure(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    kafka_logger = logging.getLogger("kafka")
+    if verbose:
+        kafka_logger.setLevel(logging.DEBUG)
+        return
+    # kafka-python logs every retry of a connection as an error; the platform reports failures
+    # itself, so the client's own chatter goes to a file a user can read when asked to.
+    folder = get_settings().data_dir / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(folder / "kafka-client.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    kafka_logger.addHandler(handler)
+    kafka_logger.setLevel(logging.WARNING)
+    kafka_logger.propagate = False
+
+
+# -- broker ------------------------------------------------------------------------------------
+
+
+@broker_app.command("install")
+@friendly_errors
+def broker_install(force: Annotated[bool, typer.Option(help="Fetch the jars again.")] = False) -> None:
+    """Fetch the pinned Kafka jars with Maven (once; a no-op when already there)."""
+    libs = install_jars(progress=typer.echo, force=force)
+    typer.echo(f"Kafka jars installed in {libs}")
+
+
+@broker_app.command("start")
+@friendly_errors
+def broker_start() -> None:
+    """Start the broker (formatting its storage on first start) and wait until it answers."""
+    install_jars(progress=typer.echo)
+    status, started = LocalBroker(get_settings()).start()
+    typer.echo(("started: " if started else "already running: ") + status.describe())
+
+
+@broker_app.command("stop")
+@friendly_errors
+def broker_stop() -> None:
+    """Stop the broker gracefully; its data stays for the next start."""
+    stopped = LocalBroker(get_settings()).stop()
+    typer.echo("broker stopped" if stopped else "broker was not running")
+
+
+@broker_app.command("status")
+@friendly_errors
+def broker_status() -> None:
+    """Say whether the broker runs and answers metadata requests (exit 1 if not)."""
+    status = LocalBroker(get_settings()).status()
+    typer.echo(status.describe())
+    if not status.ready:
+        raise typer.Exit(1)
+
+
+@broker_app.command("logs")
+@friendly_errors
+def broker_logs(lines: Annotated[int, typer.Option(help="How many lines.")] = 40) -> None:
+    """Print the end of the broker's log."""
+    typer.echo(LocalBroker(get_settings()).log_tail(lines))
+
+
+# -- topics ------------------------------------------------------------------------------------
+
+
+@topics_app.command("create")
+@friendly_errors
+def topics_create() -> None:
+    """Create the events and dead-letter topics from settings (idempotent)."""
+    settings = get_settings()
+    with admin_client(settings) as admin:
+        for report in ensure_topics(admin, platform_topics(settings)):
+            verb = "created" if report.created else "exists "
+            typer.echo(f"{verb} {report.name} ({report.partitions} partitions)")
+
+
+# -- sources -----------------------------------------------------------------------------------
+
+
+@app.command("simulate")
+@friendly_errors
+def simulate(
+    source: Annotated[list[str], typer.Option(help="web, app or sensor; repeat for several.")] = [
+        "web",
+        "app",
+        "sensor",
+    ],
+    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 500.0,
+    count: Annotated[int | None, typer.Option(help="Stop after this many records in all.")] = None,
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+    late_share: Annotated[float, typer.Option(help="Share of app events delivered late.")] = 0.1,
+    max_lateness_minutes: Annotated[float, typer.Option(help="How late a late app event can be.")] = 120.0,
+    duplicate_share: Annotated[float, typer.Option(help="Share of records that redeliver an earlier event.")] = 0.01,
+    malformed_share: Annotated[float, typer.Option(help="Share of records that are invalid.")] = 0.005,
+    seed: Annotated[int, typer.Option(help="Same seed and start, same records.")] = 42,
+    start: Annotated[datetime | None, typer.Option(help="Simulated start time (UTC); default now.")] = None,
+    fast: Annotated[bool, typer.Option("--fast", help="Send as fast as possible, not in real time.")] = False,
+) -> None:
+    """Produce simulated web, app and sensor events to the events topic."""
+    settings = get_settings()
+    unknown = [s for s in source if s not in SOURCES]
+    if unknown:
+        raise typer.BadParameter(f"unknown source {', '.join(unknown)}; choose web, app or sensor")
+    begin = start or datetime.now(UTC)
+    if begin.tzinfo is None:
+        begin = begin.replace(tzinfo=UTC)
+    sources: list[Source] = [s for s in SOURCES if s in source]
+    simulators = build_simulators(
+        sources,
+        rate=rate,
+        serde=get_serde(settings.serde),
+        start=begin,
+        seed=seed,
+        late_share=late_share,
+        max_lateness=timedelta(minutes=max_lateness_minutes),
+        duplicate_share=duplicate_share,
+        malformed_share=malformed_share,
+    )
+    stop = threading.Event()
+    producer = BatchingProducer(settings, settings.events_topic)
+    typer.echo(
+        f"simulating {', '.join(sources)} at {rate:,.0f} records/s each into {settings.events_topic} (Ctrl-C stops)"
+    )
+
+    def show(report: RunReport) -> None:
+        typer.echo(report.describe())
+
+    try:
+        report = run_simulation(
+            simulators,
+            producer,
+            count=count,
+            duration_s=duration,
+            realtime=not fast,
+            stop=stop,
+            progress=show,
+        )
+    except KeyboardInterrupt:
+        typer.echo("interrupted: flushed and closed the producer")
+        raise typer.Exit(130) from None
+    typer.echo("done: " + report.describe())
+
+
+# -- consumers ---------------------------------------------------------------------------------
+
+
+@app.command("watch")
+@friendly_errors
+def watch(
+    duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
+) -> None:
+    """Consume the events topic, dead-letter invalid records, and show live rates."""
+    settings = get_settings()
+    stop = threading.Event()
+    if duration is not None:
+        threading.Timer(duration, stop.set).start()
+    try:
+        totals = run_monitor(settings, stop, show=lambda tick: typer.echo(tick.describe()))
+    except KeyboardInterrupt:
+        stop.set()
+        return
+    typer.echo(f"valid {totals.accepted:,} rejected {totals.rejected:,}")
+
+
+@app.command("dlq")
+@friendly_errors
+def dlq(last: Annotated[int, typer.Option(help="How many recent dead letters to show.")] = 10) -> None:
+    """Count the dead letters and show the most recent ones with their reasons."""
+    settings = get_settings()
+    summary = read_dead_letters(settings, last)
+    typer.echo(f"{summary.total:,} records in {settings.dead_letter_topic}")
+    for letter in summary.recent:
+        origin = f"{letter.source_topic}/{letter.source_partition}/{letter.source_offset}"
+        typer.echo(f"  {letter.rejected_at:%Y-%m-%d %H:%M:%S} {origin} by {letter.rejected_by}: {letter.reason}")
+
+
+# -- benchmarks and the demo -------------------------------------------------------------------
+
+
+@bench_app.command("producer")
+@friendly_errors
+def bench_producer(
+    events: Annotated[int, typer.Option(help="Events per round.")] = 200_000,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
+) -> None:
+    """Producer events/s and MB/s against a bare kafka-python loop, with the ratio."""
+    from sources.benchmark import report, run_producer_benchmark
+
+    for line in report(run_producer_benchmark(get_settings(), events, rounds, show=typer.echo)):
+        typer.echo(line)
+
+
+@app.command("demo")
+@friendly_errors
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
+    ] = None,
+    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 300.0,
+) -> None:
+    """The platform's main job on the embedded default: broker, topics, sources, live monitor."""
+    from lambdactl.demo import run_demo
+
+    run_demo(get_settings(), duration_s=duration, rate=rate, echo=typer.echo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

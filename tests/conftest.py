@@ -1,0 +1,88 @@
+"""Session fixtures: real services are started once per session, and isolated per test.
+
+Set ``LAMBDA_TEST_BOOTSTRAP_SERVERS=host:port`` to run the integration tests against a broker you
+already have; otherwise the session starts the project's own local broker on free ports.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from infra.kafka_install import install_jars
+from infra.local_broker import LocalBroker
+from infra.topics import ensure_topics
+from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.settings import Settings
+from lambda_contracts.topics import platform_topics
+
+EXTERNAL_BROKER_ENV = "LAMBDA_TEST_BOOTSTRAP_SERVERS"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_environment() -> Iterator[None]:
+    """Keep a developer's own LAMBDA_* settings out of the tests."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith("LAMBDA_") and k != EXTERNAL_BROKER_ENV}
+    for key in saved:
+        del os.environ[key]
+    yield
+    os.environ.update(saved)
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now (the kernel picks them)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
+    port, controller_port = free_ports(2)
+    return Settings(
+        data_dir=data_dir,
+        broker_port=port,
+        broker_controller_port=controller_port,
+        broker_heap_mb=384,
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture(scope="session")
+def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings pointing at a running broker for the whole session."""
+    external = os.environ.get(EXTERNAL_BROKER_ENV)
+    if external:
+        yield Settings(data_dir=tmp_path_factory.mktemp("data"), kafka_bootstrap_servers=external)
+        return
+    install_jars(progress=lambda _: None)
+    settings = local_broker_settings(tmp_path_factory.mktemp("session-broker"))
+    broker = LocalBroker(settings)
+    broker.start()
+    try:
+        yield settings
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka(broker_settings: Settings) -> Settings:
+    """Settings with this test's own events and dead-letter topics, already created."""
+    suffix = uuid.uuid4().hex[:10]
+    settings = broker_settings.model_copy(
+        update={"events_topic": f"events-{suffix}", "dead_letter_topic": f"events-{suffix}.dlq"}
+    )
+    with admin_client(settings) as admin:
+        ensure_topics(admin, platform_topics(settings))
+    return settings

@@ -1,0 +1,51 @@
+"""Settings: read once from LAMBDA_* variables, typed, with clear refusals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from lambda_contracts.settings import Settings
+from lambda_contracts.topics import platform_topics
+
+pytestmark = pytest.mark.unit
+
+
+def test_environment_values_are_typed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_TOPIC_PARTITIONS", "12")
+    monkeypatch.setenv("LAMBDA_DATA_DIR", "/srv/lambda")
+    monkeypatch.setenv("LAMBDA_PRODUCER_COMPRESSION", "lz4")
+    settings = Settings()
+    assert settings.topic_partitions == 12
+    assert settings.data_dir == Path("/srv/lambda")
+    assert settings.producer_compression == "lz4"
+
+
+def test_bad_values_are_refused_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAMBDA_TOPIC_PARTITIONS", "many")
+    with pytest.raises(ValidationError, match="topic_partitions"):
+        Settings()
+
+
+def test_same_port_for_broker_and_controller_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must differ"):
+        Settings(broker_port=9092, broker_controller_port=9092)
+
+
+def test_bootstrap_is_the_local_broker_unless_a_cluster_is_given() -> None:
+    assert Settings(broker_port=9500).bootstrap_servers == "127.0.0.1:9500"
+    remote = Settings(kafka_bootstrap_servers="k1:9092,k2:9092")
+    assert remote.bootstrap_servers == "k1:9092,k2:9092"
+    assert not remote.uses_local_broker
+
+
+def test_topics_follow_settings() -> None:
+    events, dead_letters = platform_topics(
+        Settings(topic_partitions=9, topic_replication_factor=3, topic_min_insync_replicas=2, events_retention_hours=2)
+    )
+    assert (events.name, events.partitions, events.replication_factor) == ("events", 9, 3)
+    assert events.configs["retention.ms"] == str(2 * 3_600_000)
+    assert events.configs["min.insync.replicas"] == "2"
+    assert dead_letters.name == "events.dlq"

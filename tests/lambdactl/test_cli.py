@@ -1,0 +1,98 @@
+"""The command line as a user runs it: real processes, real broker, readable output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import EXTERNAL_BROKER_ENV, free_ports
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(bool(os.environ.get(EXTERNAL_BROKER_ENV)), reason="runs its own local broker"),
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    port, controller_port = free_ports(2)
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")},
+        "LAMBDA_DATA_DIR": str(tmp_path),
+        "LAMBDA_BROKER_PORT": str(port),
+        "LAMBDA_BROKER_CONTROLLER_PORT": str(controller_port),
+        "LAMBDA_BROKER_HEAP_MB": "384",
+        "LAMBDA_KAFKA_CONNECT_TIMEOUT_S": "3",
+    }
+
+
+def lambdactl(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "lambdactl", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def broker_processes(data_dir: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if "kafka.Kafka" in cmdline and data_dir in cmdline:
+                found.append(proc.name)
+    return found
+
+
+def test_broker_lifecycle_from_the_command_line(env: dict[str, str]) -> None:
+    try:
+        first = lambdactl(env, "broker", "start")
+        assert first.returncode == 0, first.stderr
+        assert "started: broker up at" in first.stdout
+        second = lambdactl(env, "broker", "start")
+        assert second.returncode == 0, second.stderr
+        assert "already running: broker up at" in second.stdout
+        assert lambdactl(env, "broker", "status").returncode == 0
+        created = lambdactl(env, "topics", "create")
+        assert "created events (6 partitions)" in created.stdout
+        assert "exists  events (6 partitions)" in lambdactl(env, "topics", "create").stdout
+        sent = lambdactl(env, "simulate", "--count", "500", "--fast", "--malformed-share", "0.1")
+        assert sent.returncode == 0, sent.stderr
+        assert "done: sent 500 records" in sent.stdout
+    finally:
+        stopped = lambdactl(env, "broker", "stop")
+    assert stopped.stdout.strip() == "broker stopped"
+    status = lambdactl(env, "broker", "status")
+    assert status.returncode == 1 and "broker down" in status.stdout
+    assert not broker_processes(env["LAMBDA_DATA_DIR"])
+
+
+def test_without_a_broker_the_error_says_what_to_do(env: dict[str, str]) -> None:
+    result = lambdactl(env, "simulate", "--count", "5")
+    assert result.returncode == 1
+    assert "Is the broker running?" in result.stderr
+    assert "lambdactl broker start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_shows_events_arriving_and_cleans_up(env: dict[str, str]) -> None:
+    result = lambdactl(env, "demo", "--duration", "8", "--rate", "200")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rate_lines = [line for line in result.stdout.splitlines() if " ev/s | valid " in line]
+    assert len(rate_lines) >= 4, result.stdout
+    assert any("rejected" in line for line in rate_lines)
+    assert "broker stopped" in result.stdout
+    assert not broker_processes(env["LAMBDA_DATA_DIR"]), "the demo leaves no broker behind"
+    again = lambdactl(env, "demo", "--duration", "3", "--rate", "50")
+    assert again.returncode == 0, "a second run resumes on the same data"
+    assert "topic events: 6 partitions\n" in again.stdout
