@@ -22,7 +22,7 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from infra.kafka_install import LIBS, LOG4J_CONFIG, InstallError, jars_installed, java_major_version
+from infra.jars import KAFKA_JARS, KAFKA_LOG4J_CONFIG, InstallError, java_major_version
 from lambda_contracts.kafka_clients import admin_client, quiet_kafka_logs
 from lambda_contracts.settings import Settings
 
@@ -88,8 +88,8 @@ class LocalBroker:
             return current, False
         self._check_ports_free()
         java_major_version()
-        if not jars_installed():
-            raise InstallError("the Kafka jars are not installed yet: run `lambdactl broker install`")
+        if not KAFKA_JARS.installed():
+            raise InstallError("the Kafka jars are not installed yet: run `lambdactl install`")
         self._write_properties()
         self._format_once()
         self.logs.mkdir(parents=True, exist_ok=True)
@@ -101,9 +101,9 @@ class LocalBroker:
             "-XX:MaxGCPauseMillis=20",
             "-Djava.awt.headless=true",
             f"-Dkafka.logs.dir={self.logs}",
-            f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+            f"-Dlog4j2.configurationFile={KAFKA_LOG4J_CONFIG}",
             "-cp",
-            f"{LIBS}/*",
+            f"{KAFKA_JARS.folder}/*",
             "kafka.Kafka",
             str(self.properties),
         ]
@@ -244,10 +244,10 @@ class LocalBroker:
             [
                 "java",
                 "-Xmx256m",
-                f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+                f"-Dlog4j2.configurationFile={KAFKA_LOG4J_CONFIG}",
                 f"-Dkafka.logs.dir={self.logs}",
                 "-cp",
-                f"{LIBS}/*",
+                f"{KAFKA_JARS.folder}/*",
                 "kafka.tools.StorageTool",
                 "format",
                 "--cluster-id",

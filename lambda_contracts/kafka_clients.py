@@ -47,6 +47,8 @@ def new_consumer(settings: Settings, group_id: str | None, **overrides: Any) -> 
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
         "bootstrap_timeout_ms": int(settings.kafka_connect_timeout_s * 1000),
+        "session_timeout_ms": settings.consumer_session_timeout_ms,
+        "heartbeat_interval_ms": max(1000, settings.consumer_session_timeout_ms // 5),
     }
     config.update(overrides)
     return KafkaConsumer(**config)

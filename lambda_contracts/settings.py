@@ -50,6 +50,12 @@ class Settings(BaseSettings):
 
     serde: Literal["json"] = "json"
 
+    # Lake sink: a Delta commit holds rows and offsets; flush by size or by time.
+    lake_flush_rows: int = Field(100_000, ge=1)
+    lake_flush_seconds: float = Field(5.0, gt=0)
+    lake_sink_group: str = "lake-sink"
+    consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.broker_port == self.broker_controller_port:
@@ -68,6 +74,16 @@ class Settings(BaseSettings):
     @property
     def uses_local_broker(self) -> bool:
         return not self.kafka_bootstrap_servers
+
+    @property
+    def lake_path(self) -> Path:
+        """The master dataset: a Delta table of every valid event, append-only."""
+        return self.data_dir / "lake" / self.events_topic
+
+    @property
+    def batch_views_path(self) -> Path:
+        """Published batch views: Parquet segments, versioned manifests and the CURRENT pointer."""
+        return self.data_dir / "views" / "batch"
 
 
 @lru_cache(maxsize=1)

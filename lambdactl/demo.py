@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from infra.kafka_install import install_jars
+from infra.jars import install_all
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
@@ -33,7 +33,7 @@ def run_demo(settings: Settings, duration_s: float | None, rate: float, echo: Ca
     stop = threading.Event()
     try:
         if broker is not None:
-            install_jars(progress=echo)
+            install_all(progress=echo)
             status, started_broker = broker.start()
             echo(("started " if started_broker else "using running ") + status.describe())
         with admin_client(settings) as admin:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import signal
 import sys
 import threading
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from kafka.errors import KafkaError
 
-from infra.kafka_install import InstallError, install_jars
+from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.local_broker import BrokerError, LocalBroker
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import Source
@@ -103,19 +104,20 @@ def configure(
 # -- broker ------------------------------------------------------------------------------------
 
 
-@broker_app.command("install")
+@app.command("install")
 @friendly_errors
-def broker_install(force: Annotated[bool, typer.Option(help="Fetch the jars again.")] = False) -> None:
-    """Fetch the pinned Kafka jars with Maven (once; a no-op when already there)."""
-    libs = install_jars(progress=typer.echo, force=force)
-    typer.echo(f"Kafka jars installed in {libs}")
+def install() -> None:
+    """Fetch the pinned Kafka broker and Delta-for-Spark jars with Maven (a no-op when there)."""
+    java_major_version()
+    install_all(progress=typer.echo)
+    typer.echo("pinned jars installed")
 
 
 @broker_app.command("start")
 @friendly_errors
 def broker_start() -> None:
     """Start the broker (formatting its storage on first start) and wait until it answers."""
-    install_jars(progress=typer.echo)
+    KAFKA_JARS.install(progress=typer.echo)
     status, started = LocalBroker(get_settings()).start()
     typer.echo(("started: " if started else "already running: ") + status.describe())
 
@@ -259,6 +261,32 @@ def dlq(last: Annotated[int, typer.Option(help="How many recent dead letters to 
         typer.echo(f"  {letter.rejected_at:%Y-%m-%d %H:%M:%S} {origin} by {letter.rejected_by}: {letter.reason}")
 
 
+# -- batch layer -------------------------------------------------------------------------------
+
+
+@app.command("lake-sink")
+@friendly_errors
+def lake_sink() -> None:
+    """Consume the events topic into the lake (Delta), exactly once; SIGTERM or Ctrl-C stops it."""
+    from batch_layer.lake_sink import LakeSink
+
+    settings = get_settings()
+    stop = stop_on_signals()
+    typer.echo(f"lake sink: {settings.events_topic} -> {settings.lake_path} (group {settings.lake_sink_group})")
+    stats = LakeSink(settings).run(stop)
+    typer.echo(f"lake sink stopped: {stats.commits} commits, {stats.rows:,} rows, {stats.rejected:,} dead letters")
+
+
+@app.command("lake")
+@friendly_errors
+def lake_status() -> None:
+    """How far the lake is complete per partition, against the end of the topic."""
+    from lambdactl.lake_status import describe_lake
+
+    for line in describe_lake(get_settings()):
+        typer.echo(line)
+
+
 # -- benchmarks and the demo -------------------------------------------------------------------
 
 
@@ -287,6 +315,19 @@ def demo(
     from lambdactl.demo import run_demo
 
     run_demo(get_settings(), duration_s=duration, rate=rate, echo=typer.echo)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, so services finish their current commit and exit."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, _: object) -> None:
+        logging.getLogger("lambdactl").info("%s received: finishing the current commit", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
 
 
 def main() -> None:

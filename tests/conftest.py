@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.kafka_install import install_jars
+from infra.jars import install_all
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
@@ -59,6 +59,14 @@ def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
     )
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment a subprocess needs to see ``settings`` (and nothing of the caller's LAMBDA_*)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
+    for name, value in settings.model_dump().items():
+        env[f"LAMBDA_{name.upper()}"] = str(value)
+    return env
+
+
 @pytest.fixture(scope="session")
 def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a running broker for the whole session."""
@@ -66,7 +74,7 @@ def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
     if external:
         yield Settings(data_dir=tmp_path_factory.mktemp("data"), kafka_bootstrap_servers=external)
         return
-    install_jars(progress=lambda _: None)
+    install_all(progress=lambda _: None)
     settings = local_broker_settings(tmp_path_factory.mktemp("session-broker"))
     broker = LocalBroker(settings)
     broker.start()

@@ -1,0 +1,110 @@
+"""The master dataset: an append-only Delta table of valid events with their Kafka coordinates.
+
+How far the lake is complete is part of the table itself: each commit carries, as Delta
+application transactions (``txn`` actions), the next Kafka offset of every partition it covers.
+Rows and offsets land in one atomic commit, so a sink that dies at any instant resumes from
+exactly what the table holds.
+
+delta-rs does not reject a commit whose txn ids were advanced by someone else, so ``append``
+does it: it checks the expected offsets against the snapshot it commits on, and commits with
+no automatic retry, so the commit fails if anything was committed after that snapshot. That
+compare-and-swap fences off a sink that lost its partitions in a rebalance but still writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import pyarrow as pa
+from deltalake import DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, TableNotFoundError
+from deltalake.transaction import CommitProperties, Transaction
+
+from lambda_contracts.columns import LAKE_PARTITION_COLUMNS, LAKE_SCHEMA
+
+log = logging.getLogger(__name__)
+
+MAX_COMMIT_ATTEMPTS = 50
+
+
+class FencedError(RuntimeError):
+    """Another writer advanced these partitions; the caller's buffered rows for them are stale."""
+
+    def __init__(self, partitions: dict[int, int]) -> None:
+        super().__init__(f"partitions advanced by another writer: {partitions}")
+        self.partitions = partitions
+        """Partition -> the next offset the lake now holds."""
+
+
+def app_id(topic: str, partition: int) -> str:
+    """The Delta application-transaction id under which a partition's offset is recorded."""
+    return f"lake-sink/{topic}/{partition}"
+
+
+class Lake:
+    """Read and append to the lake table for one topic."""
+
+    def __init__(self, path: Path, topic: str) -> None:
+        self.path = path
+        self.topic = topic
+
+    def table(self) -> DeltaTable | None:
+        """The latest snapshot, or None before the first commit."""
+        try:
+            return DeltaTable(str(self.path))
+        except TableNotFoundError:
+            return None
+
+    def ensure_table(self) -> DeltaTable:
+        """Create the empty table on first use, so every append is a compare-and-swap on a snapshot."""
+        table = self.table()
+        if table is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            DeltaTable.create(
+                str(self.path), LAKE_SCHEMA, partition_by=LAKE_PARTITION_COLUMNS, mode="ignore", name="events"
+            )
+            table = self.table()
+        assert table is not None
+        return table
+
+    def committed_offsets(self, partitions: Iterable[int], table: DeltaTable | None = None) -> dict[int, int]:
+        """Per partition, the next offset to consume: everything below it is in the lake."""
+        snapshot = table if table is not None else self.table()
+        offsets = {}
+        for partition in partitions:
+            version = snapshot.transaction_version(app_id(self.topic, partition)) if snapshot else None
+            offsets[partition] = version if version is not None else 0
+        return offsets
+
+    def append(self, rows: pa.Table, expected: Mapping[int, int], next_offsets: Mapping[int, int]) -> int:
+        """Commit ``rows`` and advance each partition from ``expected`` to ``next_offsets``, atomically.
+
+        Returns the new table version. Raises ``FencedError`` if a partition is no longer at its
+        expected offset (another writer owns it now).
+        """
+        if rows.schema != LAKE_SCHEMA:
+            raise ValueError(f"lake rows must have the lake schema, got {rows.schema}")
+        transactions = [Transaction(app_id(self.topic, p), offset) for p, offset in sorted(next_offsets.items())]
+        for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+            table = self.ensure_table()
+            current = self.committed_offsets(expected, table)
+            moved = {p: current[p] for p in expected if current[p] != expected[p]}
+            if moved:
+                raise FencedError(moved)
+            try:
+                write_deltalake(
+                    table,
+                    rows,
+                    mode="append",
+                    partition_by=LAKE_PARTITION_COLUMNS,
+                    commit_properties=CommitProperties(app_transactions=transactions, max_commit_retries=0),
+                )
+            except CommitFailedError:
+                log.debug("lake commit raced another commit (attempt %d); re-checking offsets", attempt)
+                continue
+            committed = self.table()
+            assert committed is not None
+            return committed.version()
+        raise RuntimeError(f"could not commit to the lake at {self.path} after {MAX_COMMIT_ATTEMPTS} attempts")

@@ -1,0 +1,185 @@
+"""The lake sink: a consumer group that writes valid events to the lake, exactly once.
+
+Exactly once comes from the lake, not from Kafka: a partition's position is the offset recorded
+in the lake's last commit. The sink seeks there whenever it gains a partition, skips anything
+below what it already holds, and commits rows and offsets together. Kafka group offsets are
+committed afterwards only so that lag shows in the usual tools.
+
+Nothing happens inside rebalance callbacks (they run on kafka-python's IO loop): the main loop
+notices new partitions after each poll, and the lake's compare-and-swap rejects a commit for a
+partition that another sink has advanced meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+
+from batch_layer.lake import FencedError, Lake
+from lambda_contracts.columns import events_to_arrow, with_ingest_time
+from lambda_contracts.intake import Accepted, DeadLetterPublisher, KafkaRecord, split
+from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.serde import get_serde
+from lambda_contracts.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 200
+MAX_POLL_RECORDS = 20_000
+
+
+@dataclass
+class SinkStats:
+    commits: int = 0
+    rows: int = 0
+    rejected: int = 0
+    fenced: int = 0
+    committed_offsets: dict[int, int] = field(default_factory=dict)
+
+
+class LakeSink:
+    """Consume the events topic into the lake until ``stop`` is set."""
+
+    def __init__(self, settings: Settings, consumer: KafkaConsumer | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.events_topic
+        self.lake = Lake(settings.lake_path, self.topic)
+        self.serde = get_serde(settings.serde)
+        self.group = settings.lake_sink_group
+        self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
+        self.dead_letters = DeadLetterPublisher(settings)
+        self.stats = SinkStats()
+        self._committed: dict[int, int] = {}  # partition -> next offset the lake holds
+        self._next: dict[int, int] = {}  # partition -> next offset expected (lake + buffer)
+        self._buffer: dict[int, list[Accepted]] = {}
+        self._buffered_rows = 0
+        self._gap_checked: set[int] = set()
+        self._last_flush = time.monotonic()
+
+    def run(self, stop: threading.Event) -> SinkStats:
+        self.lake.ensure_table()
+        self.consumer.subscribe([self.topic])
+        try:
+            while not stop.is_set():
+                batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
+                self._follow_assignment()
+                for tp, records in batches.items():
+                    self._take(tp, records)
+                if self._due():
+                    self.flush()
+            self.flush()
+        finally:
+            self.consumer.close(autocommit=False)
+            self.dead_letters.close()
+        return self.stats
+
+    # -- consuming -------------------------------------------------------------------------------
+
+    def _follow_assignment(self) -> None:
+        """Start newly assigned partitions at the lake's offset; forget partitions we lost."""
+        assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
+        lost = set(self._next) - assigned
+        for partition in lost:
+            self._forget(partition)
+        gained = assigned - set(self._next)
+        if gained:
+            offsets = self.lake.committed_offsets(gained)
+            for partition, offset in offsets.items():
+                self._committed[partition] = self._next[partition] = offset
+                self._buffer[partition] = []
+                self.consumer.seek(TopicPartition(self.topic, partition), offset)
+            log.info("lake sink took partitions %s at lake offsets %s", sorted(gained), offsets)
+
+    def _take(self, tp: TopicPartition, records: list[KafkaRecord]) -> None:
+        partition = tp.partition
+        expected = self._next.get(partition)
+        if expected is None:
+            return  # fetched before we noticed the assignment; it is re-read after the seek
+        fresh = [r for r in records if r.offset >= expected]
+        if not fresh:
+            return
+        if fresh[0].offset > expected and partition not in self._gap_checked:
+            self._gap_checked.add(partition)
+            self.consumer.seek(tp, expected)  # a fetch from an older position; read again from ours
+            return
+        if fresh[0].offset > expected:
+            log.error(
+                "partition %d: offsets %d..%d are no longer in Kafka (retention?); the lake misses them",
+                partition,
+                expected,
+                fresh[0].offset - 1,
+            )
+        self._gap_checked.discard(partition)
+        accepted, rejected = split(fresh, self.serde, rejected_by=self.group)
+        self.dead_letters.publish(rejected)
+        self.stats.rejected += len(rejected)
+        self._buffer[partition].extend(accepted)
+        self._buffered_rows += len(accepted)
+        self._next[partition] = fresh[-1].offset + 1
+
+    def _due(self) -> bool:
+        if self._buffered_rows >= self.settings.lake_flush_rows:
+            return True
+        pending = any(self._next[p] != self._committed[p] for p in self._next)
+        return pending and time.monotonic() - self._last_flush >= self.settings.lake_flush_seconds
+
+    # -- committing ------------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Commit buffered rows and offsets in one Delta commit (dead letters are written first)."""
+        self._last_flush = time.monotonic()
+        partitions = [p for p in self._next if self._next[p] != self._committed[p]]
+        if not partitions:
+            return
+        self.dead_letters.flush()  # a rejected record is in the dead-letter topic before its offset is committed
+        while partitions:
+            rows = events_to_arrow([item for p in partitions for item in self._buffer[p]])
+            expected = {p: self._committed[p] for p in partitions}
+            next_offsets = {p: self._next[p] for p in partitions}
+            try:
+                version = self.lake.append(with_ingest_time(rows, datetime.now(UTC)), expected, next_offsets)
+            except FencedError as fenced:
+                self._fenced(fenced.partitions)
+                partitions = [p for p in partitions if p not in fenced.partitions]
+                continue
+            self._committed.update(next_offsets)
+            self.stats.commits += 1
+            self.stats.rows += rows.num_rows
+            self.stats.committed_offsets = dict(self._committed)
+            for p in partitions:
+                self._buffer[p] = []
+            self._buffered_rows = sum(len(b) for b in self._buffer.values())
+            log.info("lake version %d: %d rows, offsets %s", version, rows.num_rows, next_offsets)
+            self._commit_group_offsets(next_offsets)
+            return
+
+    def _fenced(self, advanced: dict[int, int]) -> None:
+        """Another sink wrote these partitions: drop our copy and continue from the lake's offset."""
+        self.stats.fenced += len(advanced)
+        log.warning("lake sink fenced on partitions %s; resuming from the lake's offsets", advanced)
+        for partition, offset in advanced.items():
+            self._buffered_rows -= len(self._buffer.get(partition, []))
+            self._buffer[partition] = []
+            self._committed[partition] = self._next[partition] = offset
+            tp = TopicPartition(self.topic, partition)
+            if tp in self.consumer.assignment():
+                self.consumer.seek(tp, offset)
+
+    def _forget(self, partition: int) -> None:
+        self._buffered_rows -= len(self._buffer.pop(partition, []))
+        self._next.pop(partition, None)
+        self._committed.pop(partition, None)
+
+    def _commit_group_offsets(self, offsets: dict[int, int]) -> None:
+        """Mirror the lake's offsets into the consumer group, for lag monitoring only."""
+        try:
+            self.consumer.commit(
+                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+            )
+        except Exception as error:  # the lake is the source of truth; lag display can wait
+            log.warning("could not mirror lake offsets to the consumer group: %s", error)

@@ -1,0 +1,61 @@
+"""The lake's compare-and-swap on a real Delta table: offsets move only from what a writer expects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from batch_layer.lake import FencedError, Lake
+from lambda_contracts.columns import LAKE_SCHEMA, events_to_arrow, with_ingest_time
+from lambda_contracts.intake import split
+from lambda_contracts.serde import JsonSerde
+from sources.knobs import Knobs
+from sources.simulators import IotSensors
+from tests.fakes import FakeRecord
+
+pytestmark = pytest.mark.unit
+NOW = datetime(2026, 11, 24, tzinfo=UTC)
+
+
+def rows(partition: int, offsets: range) -> object:
+    records = IotSensors(Knobs(seed=partition), JsonSerde(), NOW).records()
+    fakes = [FakeRecord(next(records).value, offset, partition) for offset in offsets]
+    accepted, rejected = split(fakes, JsonSerde(), rejected_by="test")
+    assert not rejected
+    return with_ingest_time(events_to_arrow(accepted), NOW)
+
+
+def test_offsets_are_committed_with_the_rows(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", "events")
+    assert lake.committed_offsets([0, 1]) == {0: 0, 1: 0}
+    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
+    lake.append(rows(1, range(0, 3)), expected={1: 0}, next_offsets={1: 3})  # type: ignore[arg-type]
+    assert lake.committed_offsets([0, 1, 2]) == {0: 5, 1: 3, 2: 0}
+    table = lake.table()
+    assert table is not None
+    data = table.to_pyarrow_table()
+    assert data.schema == LAKE_SCHEMA
+    assert sorted(zip(data["kafka_partition"].to_pylist(), data["kafka_offset"].to_pylist(), strict=True)) == [
+        *[(0, o) for o in range(5)],
+        *[(1, o) for o in range(3)],
+    ]
+    assert table.metadata().partition_columns == ["event_date"], "batch jobs prune by event day"
+
+
+def test_a_stale_writer_is_fenced_off(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", "events")
+    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
+    with pytest.raises(FencedError) as fenced:
+        lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
+    assert fenced.value.partitions == {0: 5}
+    table = lake.table()
+    assert table is not None and table.to_pyarrow_table().num_rows == 5, "the stale rows were not written"
+
+
+def test_offsets_advance_without_rows(tmp_path: Path) -> None:
+    """A batch of only invalid records still moves the lake forward (they are in the dead-letter topic)."""
+    lake = Lake(tmp_path / "lake", "events")
+    lake.append(LAKE_SCHEMA.empty_table(), expected={3: 0}, next_offsets={3: 40})
+    assert lake.committed_offsets([3]) == {3: 40}
