@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from batch_layer.lake import FencedError, Lake
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.unit
 NOW = datetime(2026, 11, 24, tzinfo=UTC)
 
 
-def rows(partition: int, offsets: range) -> object:
+def rows(partition: int, offsets: range) -> pa.Table:
     records = IotSensors(Knobs(seed=partition), JsonSerde(), NOW).records()
     fakes = [FakeRecord(next(records).value, offset, partition) for offset in offsets]
     accepted, rejected = split(fakes, JsonSerde(), rejected_by="test")
@@ -30,8 +31,8 @@ def rows(partition: int, offsets: range) -> object:
 def test_offsets_are_committed_with_the_rows(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", "events")
     assert lake.committed_offsets([0, 1]) == {0: 0, 1: 0}
-    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
-    lake.append(rows(1, range(0, 3)), expected={1: 0}, next_offsets={1: 3})  # type: ignore[arg-type]
+    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})
+    lake.append(rows(1, range(0, 3)), expected={1: 0}, next_offsets={1: 3})
     assert lake.committed_offsets([0, 1, 2]) == {0: 5, 1: 3, 2: 0}
     table = lake.table()
     assert table is not None
@@ -46,9 +47,9 @@ def test_offsets_are_committed_with_the_rows(tmp_path: Path) -> None:
 
 def test_a_stale_writer_is_fenced_off(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", "events")
-    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
+    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})
     with pytest.raises(FencedError) as fenced:
-        lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})  # type: ignore[arg-type]
+        lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})
     assert fenced.value.partitions == {0: 5}
     table = lake.table()
     assert table is not None and table.to_pyarrow_table().num_rows == 5, "the stale rows were not written"
