@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     lake_flush_rows: int = Field(100_000, ge=1)
     lake_flush_seconds: float = Field(5.0, gt=0)
     lake_sink_group: str = "lake-sink"
+    # Batch layer (Spark).
+    spark_master: str = Field("local[*]", description="local[*] embedded, spark://host:7077 on a cluster.")
+    spark_driver_memory: str = "1g"
+    spark_shuffle_partitions: int = Field(4, ge=1)
+
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
     @model_validator(mode="after")

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
@@ -82,6 +83,20 @@ def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
         yield settings
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
+    """One local Spark session for the whole test session (its JVM takes seconds to start)."""
+    from batch_layer.spark import spark_session
+
+    install_all(progress=lambda _: None)
+    settings = Settings(data_dir=tmp_path_factory.mktemp("spark"), spark_master="local[2]", spark_shuffle_partitions=2)
+    session = spark_session(settings, app_name="tests")
+    try:
+        yield session
+    finally:
+        session.stop()
 
 
 @pytest.fixture

@@ -1,0 +1,69 @@
+"""An independent recomputation of the views: plain Python over rows, straight from the declarations.
+
+It shares nothing with the SQL compiler but the declarations themselves (the specification):
+each event once (first copy by partition and offset), bucketed in UTC, aggregated with Decimal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from lambda_contracts import duck
+from lambda_contracts.views import View
+
+Row = tuple[Any, ...]
+
+
+def truncate(moment: datetime, grain: str) -> datetime:
+    moment = moment.astimezone(UTC)
+    if grain == "minute":
+        return moment.replace(second=0, microsecond=0)
+    if grain == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def first_copies(
+    rows: Iterable[Mapping[str, Any]], cutoffs: Mapping[int, int] | None = None
+) -> list[Mapping[str, Any]]:
+    """Each event once, among the rows below the cutoffs (all rows if none are given)."""
+    kept: dict[str, Mapping[str, Any]] = {}
+    for row in sorted(rows, key=lambda r: (r["kafka_partition"], r["kafka_offset"])):
+        if cutoffs is not None and row["kafka_offset"] >= cutoffs.get(row["kafka_partition"], 0):
+            continue
+        kept.setdefault(row["event_id"], row)
+    return list(kept.values())
+
+
+def view_rows(events: Iterable[Mapping[str, Any]], view: View) -> list[Row]:
+    groups: dict[Row, dict[str, Any]] = {}
+    for event in events:
+        if event["event_type"] != view.event_type:
+            continue
+        if any(event[f.column] not in f.values for f in view.filters):
+            continue
+        key = (truncate(event["event_time"], view.grain), *(event[d.source] for d in view.dimensions))
+        measures = groups.setdefault(key, {})
+        for measure in view.measures:
+            value = 1 if measure.aggregate == "count" else event[measure.column]  # type: ignore[index]
+            if measure.name not in measures:
+                measures[measure.name] = value
+            elif measure.aggregate in ("count", "sum"):
+                measures[measure.name] += value
+            elif measure.aggregate == "min":
+                measures[measure.name] = min(measures[measure.name], value)
+            else:
+                measures[measure.name] = max(measures[measure.name], value)
+    return sorted(((*key, *(m[name] for name in view.measure_columns)) for key, m in groups.items()), key=repr)
+
+
+def parquet_rows(files: list[str], view: View) -> list[Row]:
+    """Rows of a view's Parquet files, in the oracle's shape."""
+    if not files:
+        return []
+    columns = ", ".join((*view.key_columns, *view.measure_columns))
+    connection = duck.connect()
+    rows = connection.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false)", [files]).fetchall()
+    return sorted((tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in rows), key=repr)
