@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 from deltalake import DeltaTable
-from pyspark.sql import SparkSession
-from pyspark.sql import functions
+from pyspark.sql import SparkSession, functions
 
 from batch_layer.lake import Lake
 from batch_layer.publish import publish, write_atomically
