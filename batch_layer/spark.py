@@ -7,6 +7,7 @@ is bounded.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,4 +51,5 @@ def spark_session(settings: Settings, app_name: str = "exact-lambda-batch") -> S
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("WARN")
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # it logs every connection it opens and closes
     return session

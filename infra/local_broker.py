@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -23,6 +21,7 @@ from pathlib import Path
 from kafka.errors import KafkaError
 
 from infra.jars import KAFKA_JARS, KAFKA_LOG4J_CONFIG, InstallError, java_major_version
+from infra.ports import PortInUseError, ensure_port_free
 from lambda_contracts.kafka_clients import admin_client, quiet_kafka_logs
 from lambda_contracts.settings import Settings
 
@@ -210,23 +209,14 @@ class LocalBroker:
         return False
 
     def _check_ports_free(self) -> None:
-        host = self.settings.broker_host
-        for name, port in (
+        for setting, port in (
             ("LAMBDA_BROKER_PORT", self.settings.broker_port),
             ("LAMBDA_BROKER_CONTROLLER_PORT", self.settings.broker_controller_port),
         ):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    probe.bind((host, port))
-                except OSError as error:
-                    if error.errno != errno.EADDRINUSE:
-                        raise
-                    raise BrokerError(
-                        f"port {port} on {host} is already in use by another process, so the broker "
-                        f"cannot listen there. Find it with `ss -ltnp 'sport = :{port}'`, stop it, "
-                        f"or choose another port with {name}=<port>."
-                    ) from None
+            try:
+                ensure_port_free(self.settings.broker_host, port, setting)
+            except PortInUseError as error:
+                raise BrokerError(f"the broker cannot listen: {error}") from None
 
     def _write_properties(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)

@@ -59,6 +59,13 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "1g"
     spark_shuffle_partitions: int = Field(4, ge=1)
 
+    # Airflow: how often the batch views advance; how much history maintenance keeps.
+    batch_interval_minutes: int = Field(60, ge=1, description="Cadence of the batch_views DAG (1 in the demo).")
+    batch_keep_versions: int = Field(10, ge=2, description="Batch view versions whose files are kept.")
+    batch_prune_min_age_minutes: int = Field(60, ge=0, description="Never delete files younger than this.")
+    lake_vacuum_retention_hours: int = Field(168, ge=0)
+    airflow_port: int = Field(8080, ge=1, le=65535)
+
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
     @model_validator(mode="after")
@@ -79,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def uses_local_broker(self) -> bool:
         return not self.kafka_bootstrap_servers
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as LAMBDA_* variables, for the child processes of a supervisor."""
+        return {f"LAMBDA_{name.upper()}": str(value) for name, value in self.model_dump().items()}
 
     @property
     def lake_path(self) -> Path:

@@ -1,83 +1,122 @@
-"""The README's main command: the platform on one machine, no Docker.
+"""The README's main command: the whole platform on one machine, no Docker.
 
-It installs the broker jars, starts the broker (or uses the running one), creates the topics,
-runs the simulators as a child process and shows what arrives with a live rate. On Ctrl-C or at
-the end of ``duration_s`` it stops what it started, in order, and leaves the data for next time.
+It installs the pinned jars, starts the broker (or uses the running one), creates the topics,
+then runs the simulators, the lake sink and Airflow (whose batch DAG advances the batch views
+every ``batch_interval_minutes``) as child processes, and shows what arrives with a live rate.
+On Ctrl-C or at the end of ``duration_s`` it stops what it started, producers first, and keeps
+the data for the next run.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable
-from pathlib import Path
+from datetime import UTC, datetime
 
+from batch_layer.lake import Lake
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.manifest import read_current
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
-from lambdactl.monitor import run_monitor
+from lambdactl.airflow_local import start_airflow
+from lambdactl.monitor import MonitorTick, run_monitor
+from lambdactl.services import Service
 
-CHILD_STOP_TIMEOUT_S = 30.0
+STATUS_EVERY_S = 15.0
 
 
-def run_demo(settings: Settings, duration_s: float | None, rate: float, echo: Callable[[str], None] = print) -> None:
-    echo("== exact-lambda demo: embedded mode (local Kafka broker, no Docker) ==")
+def run_demo(
+    settings: Settings,
+    duration_s: float | None,
+    rate: float,
+    with_airflow: bool = True,
+    echo: Callable[[str], None] = print,
+) -> None:
+    echo("== exact-lambda demo: embedded mode (local Kafka broker, Spark local, Airflow standalone) ==")
     broker = LocalBroker(settings) if settings.uses_local_broker else None
     started_broker = False
-    simulator: subprocess.Popen[bytes] | None = None
+    services: list[Service] = []
     stop = threading.Event()
+    logs = settings.data_dir / "logs"
+    env = {**_inherited_env(), **settings.as_env()}
     try:
+        install_all(progress=echo)
         if broker is not None:
-            install_all(progress=echo)
             status, started_broker = broker.start()
             echo(("started " if started_broker else "using running ") + status.describe())
         with admin_client(settings) as admin:
             for report in ensure_topics(admin, platform_topics(settings)):
                 echo(f"topic {report.name}: {report.partitions} partitions{' (created)' if report.created else ''}")
-        log_path = _log_path(settings, "simulate.log")
-        simulator = _start_simulator(rate, log_path)
-        echo(f"simulators: web, app (10% up to 2 h late), sensor at {rate:,.0f} records/s each; log {log_path}")
+        simulate = _lambdactl("simulate", "--rate", str(rate))
+        services.append(Service("simulators", simulate, logs / "simulate.log", env).start())
+        services.append(Service("lake-sink", _lambdactl("lake-sink"), logs / "lake-sink.log", env).start())
+        echo(f"lake sink: {settings.events_topic} -> {settings.lake_path} (log {logs / 'lake-sink.log'})")
+        echo(f"simulators: web, app (10% up to 2 h late), sensor at {rate:,.0f} records/s each")
+        if with_airflow:
+            echo("starting Airflow (scheduler, dag-processor, API server, triggerer); first start takes a minute ...")
+            airflow, login = start_airflow(settings, logs / "airflow.log")
+            services.append(airflow)
+            echo(f"Airflow UI: {login.url}  login: {login.username} / {login.password}")
+            echo(f"  DAG batch_views advances the batch views every {settings.batch_interval_minutes} min")
         echo("monitor: valid events per second as they arrive; Ctrl-C stops everything")
         if duration_s is not None:
             timer = threading.Timer(duration_s, stop.set)
             timer.daemon = True
             timer.start()
-        totals = run_monitor(settings, stop, show=lambda tick: echo(tick.describe()))
-        echo(f"seen {totals.accepted:,} valid events and {totals.rejected:,} rejected ones (see `lambdactl dlq`)")
+        show = _status_printer(settings, echo)
+        totals = run_monitor(settings, stop, show=show)
+        echo(f"seen {totals.accepted:,} valid events and {totals.rejected:,} rejected (see `lambdactl dlq`)")
     except KeyboardInterrupt:
         echo("stopping ...")
     finally:
         stop.set()
-        if simulator is not None:
-            _stop_child(simulator)
+        for service in services:  # producers first, then the sink (it commits), then Airflow
+            code = service.stop()
+            echo(f"stopped {service.name} (exit {code})")
         if broker is not None and started_broker:
             broker.stop()
-            echo("broker stopped; its data stays in " + str(broker.home))
+            echo("broker stopped; data stays in " + str(settings.data_dir))
 
 
-def _start_simulator(rate: float, log_path: Path) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "lambdactl", "simulate", "--rate", str(rate)]
-    with log_path.open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+def _status_printer(settings: Settings, echo: Callable[[str], None]) -> Callable[[MonitorTick], None]:
+    """Every tick, the arrival rate; every ``STATUS_EVERY_S``, how far the lake and batch views are."""
+    last = 0.0
+
+    def show(tick: MonitorTick) -> None:
+        nonlocal last
+        echo(tick.describe())
+        if time.monotonic() - last >= STATUS_EVERY_S:
+            last = time.monotonic()
+            echo("   " + batch_status(settings))
+
+    return show
 
 
-def _stop_child(child: subprocess.Popen[bytes]) -> None:
-    """SIGINT first (the simulator flushes its producer), SIGKILL if it does not exit in time."""
-    if child.poll() is None:
-        child.send_signal(signal.SIGINT)
-    try:
-        child.wait(timeout=CHILD_STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+def batch_status(settings: Settings) -> str:
+    lake = Lake(settings.lake_path, settings.events_topic)
+    table = lake.table()
+    in_lake = sum(lake.committed_offsets(range(settings.topic_partitions), table).values()) if table else 0
+    manifest = read_current(settings.batch_views_path)
+    if manifest.version == 0:
+        batch = "batch views: none published yet"
+    else:
+        age = datetime.now(UTC) - datetime.fromisoformat(manifest.created_at)
+        batch = (
+            f"batch views: version {manifest.version}, covering {sum(manifest.cutoffs.values()):,} records, "
+            f"published {age.total_seconds():.0f}s ago"
+        )
+    return f"lake: {in_lake:,} records committed | {batch}"
 
 
-def _log_path(settings: Settings, name: str) -> Path:
-    folder = settings.data_dir / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / name
+def _lambdactl(*args: str) -> list[str]:
+    return [sys.executable, "-m", "lambdactl", *args]
+
+
+def _inherited_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}

@@ -18,8 +18,12 @@ from typing import Annotated, ParamSpec, TypeVar
 import typer
 from kafka.errors import KafkaError
 
+from batch_layer.batch_job import EmptyLakeError
+from batch_layer.publish import SupersededError
+from batch_layer.spark import SparkSetupError
 from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.local_broker import BrokerError, LocalBroker
+from infra.ports import PortInUseError
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import Source
 from lambda_contracts.intake import DeadLetterError
@@ -27,6 +31,7 @@ from lambda_contracts.kafka_clients import admin_client
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import get_settings
 from lambda_contracts.topics import platform_topics
+from lambdactl.airflow_local import AirflowError
 from lambdactl.dead_letters import read_dead_letters
 from lambdactl.monitor import run_monitor
 from sources.producer import BatchingProducer, DeliveryError
@@ -51,7 +56,18 @@ app.add_typer(bench_app, name="bench")
 P = ParamSpec("P")
 R = TypeVar("R")
 SOURCES: tuple[Source, ...] = ("web", "app", "sensor")
-USER_ERRORS = (BrokerError, InstallError, TopicMismatchError, DeliveryError, DeadLetterError)
+USER_ERRORS: tuple[type[Exception], ...] = (
+    BrokerError,
+    InstallError,
+    TopicMismatchError,
+    DeliveryError,
+    DeadLetterError,
+    PortInUseError,
+    AirflowError,
+    SparkSetupError,
+    EmptyLakeError,
+    SupersededError,
+)
 
 
 def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -203,7 +219,7 @@ def simulate(
         duplicate_share=duplicate_share,
         malformed_share=malformed_share,
     )
-    stop = threading.Event()
+    stop = stop_on_signals()
     producer = BatchingProducer(settings, settings.events_topic)
     typer.echo(
         f"simulating {', '.join(sources)} at {rate:,.0f} records/s each into {settings.events_topic} (Ctrl-C stops)"
@@ -212,20 +228,10 @@ def simulate(
     def show(report: RunReport) -> None:
         typer.echo(report.describe())
 
-    try:
-        report = run_simulation(
-            simulators,
-            producer,
-            count=count,
-            duration_s=duration,
-            realtime=not fast,
-            stop=stop,
-            progress=show,
-        )
-    except KeyboardInterrupt:
-        typer.echo("interrupted: flushed and closed the producer")
-        raise typer.Exit(130) from None
-    typer.echo("done: " + report.describe())
+    report = run_simulation(
+        simulators, producer, count=count, duration_s=duration, realtime=not fast, stop=stop, progress=show
+    )
+    typer.echo(("stopped, producer flushed: " if stop.is_set() else "done: ") + report.describe())
 
 
 # -- consumers ---------------------------------------------------------------------------------
@@ -238,14 +244,12 @@ def watch(
 ) -> None:
     """Consume the events topic, dead-letter invalid records, and show live rates."""
     settings = get_settings()
-    stop = threading.Event()
+    stop = stop_on_signals()
     if duration is not None:
-        threading.Timer(duration, stop.set).start()
-    try:
-        totals = run_monitor(settings, stop, show=lambda tick: typer.echo(tick.describe()))
-    except KeyboardInterrupt:
-        stop.set()
-        return
+        timer = threading.Timer(duration, stop.set)
+        timer.daemon = True
+        timer.start()
+    totals = run_monitor(settings, stop, show=lambda tick: typer.echo(tick.describe()))
     typer.echo(f"valid {totals.accepted:,} rejected {totals.rejected:,}")
 
 
@@ -310,11 +314,14 @@ def demo(
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
     rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 300.0,
+    batch_every_minutes: Annotated[int, typer.Option(help="Cadence of the batch_views DAG.")] = 1,
+    airflow: Annotated[bool, typer.Option(help="Start Airflow (the batch DAGs) too.")] = True,
 ) -> None:
-    """The platform's main job on the embedded default: broker, topics, sources, live monitor."""
+    """The platform's main job on the embedded default: broker, sources, lake sink, Airflow, monitor."""
     from lambdactl.demo import run_demo
 
-    run_demo(get_settings(), duration_s=duration, rate=rate, echo=typer.echo)
+    settings = get_settings().model_copy(update={"batch_interval_minutes": batch_every_minutes})
+    run_demo(settings, duration_s=duration, rate=rate, with_airflow=airflow, echo=typer.echo)
 
 
 def stop_on_signals() -> threading.Event:

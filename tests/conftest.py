@@ -7,7 +7,11 @@ already have; otherwise the session starts the project's own local broker on fre
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +27,18 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
 
 EXTERNAL_BROKER_ENV = "LAMBDA_TEST_BOOTSTRAP_SERVERS"
+REPO = Path(__file__).resolve().parent.parent
+
+# Airflow reads its configuration when first imported: point it at a throwaway home first.
+AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-tests-"))
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(AIRFLOW_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(AIRFLOW_HOME / "logs"),
+    }
+)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -63,9 +79,7 @@ def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment a subprocess needs to see ``settings`` (and nothing of the caller's LAMBDA_*)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
-    for name, value in settings.model_dump().items():
-        env[f"LAMBDA_{name.upper()}"] = str(value)
-    return env
+    return env | settings.as_env()
 
 
 @pytest.fixture(scope="session")
@@ -83,6 +97,16 @@ def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settin
         yield settings
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Iterator[Path]:
+    """An initialised Airflow metadata database (SQLite) in the session's throwaway home."""
+    airflow = Path(sys.executable).parent / "airflow"
+    result = subprocess.run([str(airflow), "db", "migrate"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    yield AIRFLOW_HOME
+    shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

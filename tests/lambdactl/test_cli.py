@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -41,16 +43,18 @@ def lambdactl(env: dict[str, str], *args: str, timeout: float = 120) -> subproce
     )
 
 
-def broker_processes(data_dir: str) -> list[str]:
+def processes_of(data_dir: str) -> list[str]:
+    """Processes started for this data dir: the broker (by its config path) or Airflow (by its home)."""
     found = []
     for proc in Path("/proc").iterdir():
-        if proc.name.isdigit():
+        if proc.name.isdigit() and int(proc.name) != os.getpid():
             try:
                 cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                environ = (proc / "environ").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "kafka.Kafka" in cmdline and data_dir in cmdline:
-                found.append(proc.name)
+            if data_dir in cmdline or f"AIRFLOW_HOME={data_dir}" in environ:
+                found.append(f"{proc.name}: {cmdline[:80]}")
     return found
 
 
@@ -74,7 +78,7 @@ def test_broker_lifecycle_from_the_command_line(env: dict[str, str]) -> None:
     assert stopped.stdout.strip() == "broker stopped"
     status = lambdactl(env, "broker", "status")
     assert status.returncode == 1 and "broker down" in status.stdout
-    assert not broker_processes(env["LAMBDA_DATA_DIR"])
+    assert not processes_of(env["LAMBDA_DATA_DIR"])
 
 
 def test_without_a_broker_the_error_says_what_to_do(env: dict[str, str]) -> None:
@@ -86,13 +90,39 @@ def test_without_a_broker_the_error_says_what_to_do(env: dict[str, str]) -> None
 
 
 def test_demo_shows_events_arriving_and_cleans_up(env: dict[str, str]) -> None:
-    result = lambdactl(env, "demo", "--duration", "8", "--rate", "200")
+    result = lambdactl(env, "demo", "--duration", "8", "--rate", "200", "--no-airflow")
     assert result.returncode == 0, result.stdout + result.stderr
     rate_lines = [line for line in result.stdout.splitlines() if " ev/s | valid " in line]
     assert len(rate_lines) >= 4, result.stdout
     assert any("rejected" in line for line in rate_lines)
     assert "broker stopped" in result.stdout
-    assert not broker_processes(env["LAMBDA_DATA_DIR"]), "the demo leaves no broker behind"
-    again = lambdactl(env, "demo", "--duration", "3", "--rate", "50")
+    assert not processes_of(env["LAMBDA_DATA_DIR"]), "the demo leaves nothing behind"
+    again = lambdactl(env, "demo", "--duration", "3", "--rate", "50", "--no-airflow")
     assert again.returncode == 0, "a second run resumes on the same data"
     assert "topic events: 6 partitions\n" in again.stdout
+
+
+def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str, str]) -> None:
+    env = {**env, "LAMBDA_AIRFLOW_PORT": str(free_ports(1)[0])}
+    current = Path(env["LAMBDA_DATA_DIR"]) / "views" / "batch" / "CURRENT"
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "lambdactl", "demo", "--rate", "100", "--batch-every-minutes", "1"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 360
+        while not current.exists():  # the scheduled DAG's publish is the signal
+            assert demo.poll() is None, "the demo ended early"
+            assert time.monotonic() < deadline, "no batch view version was published"
+            time.sleep(1)
+    finally:
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 0, output[-3000:]
+    assert "Airflow UI: http://127.0.0.1:" in output and "login: admin / " in output
+    assert int(current.read_text()) >= 1
+    assert "stopped airflow (exit 0)" in output
+    assert not processes_of(env["LAMBDA_DATA_DIR"]), "Ctrl-C leaves no broker, Airflow or service behind"

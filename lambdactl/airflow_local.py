@@ -1,0 +1,117 @@
+"""Airflow for the embedded mode: ``airflow standalone`` on SQLite under the data dir.
+
+It runs the scheduler, the dag-processor, the API server (the UI) and the triggerer with the
+LocalExecutor, reads the project's ``dags/`` folder, and starts with the DAGs unpaused so the
+scheduled batch DAG runs on its own. The admin password is generated once and kept in the data
+dir, so the printed login stays valid across runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from infra.ports import ensure_port_free
+from lambda_contracts.settings import Settings
+from lambdactl.services import Service
+
+REPO = Path(__file__).resolve().parent.parent
+READY_TIMEOUT_S = 240.0
+ADMIN = "admin"
+
+
+class AirflowError(RuntimeError):
+    """Airflow did not come up; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class AirflowLogin:
+    url: str
+    username: str
+    password: str
+
+
+def airflow_home(settings: Settings) -> Path:
+    return (settings.data_dir / "airflow").resolve()
+
+
+def admin_password(settings: Settings) -> str:
+    """The admin password, generated on first use and kept for later runs."""
+    path = airflow_home(settings) / "passwords.json"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({ADMIN: secrets.token_urlsafe(12)}))
+        path.chmod(0o600)
+    return str(json.loads(path.read_text())[ADMIN])
+
+
+def airflow_env(settings: Settings) -> dict[str, str]:
+    """The process environment for Airflow: its config, plus the platform's LAMBDA_* settings."""
+    home = airflow_home(settings)
+    env = dict(os.environ)
+    env.update(settings.as_env())
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__CORE__PARALLELISM": "4",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__API__PORT": str(settings.airflow_port),
+            # Task processes report to the API server: it must be the one on our port.
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",
+            "AIRFLOW__API__WORKERS": "1",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        }
+    )
+    return env
+
+
+def start_airflow(settings: Settings, log: Path) -> tuple[Service, AirflowLogin]:
+    """Start ``airflow standalone`` and return once its API reports a healthy scheduler."""
+    ensure_port_free("127.0.0.1", settings.airflow_port, "LAMBDA_AIRFLOW_PORT")
+    password = admin_password(settings)
+    service = Service(
+        "airflow",
+        [str(Path(sys.executable).parent / "airflow"), "standalone"],
+        log,
+        env=airflow_env(settings),
+        stop_signal=signal.SIGINT,  # standalone stops its components itself on Ctrl-C
+        signal_group=False,
+    ).start()
+    url = f"http://127.0.0.1:{settings.airflow_port}"
+    wait_until_healthy(service, url)
+    return service, AirflowLogin(url, ADMIN, password)
+
+
+def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, object]:
+    deadline = time.monotonic() + timeout_s
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        if not service.running:
+            raise AirflowError(
+                f"airflow standalone exited during start-up. Last lines of {service.log}:\n{service.tail()}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
+                health = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            last = str(error)
+        else:
+            if health.get("scheduler", {}).get("status") == "healthy":
+                return dict(health)
+            last = f"scheduler {health.get('scheduler', {}).get('status')}"
+        time.sleep(1.0)  # polling a real health endpoint, bounded by the deadline
+    raise AirflowError(f"Airflow did not become healthy at {url} within {timeout_s:.0f}s ({last}); see {service.log}")

@@ -1,0 +1,61 @@
+"""Child processes the demo supervises: each in its own process group, logging to a file.
+
+Stopping signals the whole group (Airflow's standalone mode has children of its own), waits a
+bounded time for a clean exit, then kills the group, so nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STOP_TIMEOUT_S = 90.0
+
+
+@dataclass
+class Service:
+    name: str
+    command: list[str]
+    log: Path
+    env: dict[str, str] | None = None
+    stop_signal: int = signal.SIGTERM
+    signal_group: bool = True
+    """False when the leader stops its own children (signalling them too makes them stop twice)."""
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Service:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.command, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+        """Ask the process group to stop; kill it if it has not within ``timeout_s``. Returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                if self.signal_group:
+                    os.killpg(self.process.pid, self.stop_signal)
+                else:
+                    self.process.send_signal(self.stop_signal)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=timeout_s)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)  # whatever the group still holds
+        return self.process.wait()
+
+    def tail(self, lines: int = 20) -> str:
+        if not self.log.exists():
+            return "(no output)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
