@@ -15,20 +15,17 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from airflow.sdk import DAG, Param, get_current_context, task
-from dag_defaults import START_DATE, default_args
+from airflow.sdk import Param, get_current_context, task
+from dag_defaults import platform_dag
 
 from lambda_contracts.settings import get_settings
 
-with DAG(
-    dag_id="batch_recompute",
+with platform_dag(
+    "batch_recompute",
     description="Recompute batch views for a range of event days (or all) from the lake.",
     schedule=None,
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(retries=1),
-    tags=["lambda", "batch", "manual"],
+    retries=1,
+    tags=["batch", "manual"],
     doc_md=__doc__,
     params={
         "first_day": Param(

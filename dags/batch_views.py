@@ -19,20 +19,16 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, get_current_context, task
-from dag_defaults import START_DATE, default_args
+from airflow.sdk import get_current_context, task
+from dag_defaults import platform_dag
 
 from lambda_contracts.settings import get_settings
 
-with DAG(
-    dag_id="batch_views",
+with platform_dag(
+    "batch_views",
     description="Advance the batch views to the lake's offsets (PySpark), publish atomically.",
     schedule=timedelta(minutes=get_settings().batch_interval_minutes),
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    tags=["lambda", "batch"],
+    tags=["batch"],
     doc_md=__doc__,
 ) as dag:
 
@@ -58,4 +54,5 @@ with DAG(
             raise RuntimeError(f"version {result['version']} was published but {served['version']} is served")
         return served
 
-    published_version(advance_batch_views(lake_status()))
+    # TaskFlow hands each task an XComArg that Airflow resolves to the upstream value at run time.
+    published_version(advance_batch_views(lake_status()))  # type: ignore[arg-type]

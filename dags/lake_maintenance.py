@@ -14,20 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from airflow.sdk import DAG, task
-from dag_defaults import START_DATE, default_args
+from airflow.sdk import task
+from dag_defaults import platform_dag
 
 from lambda_contracts.settings import get_settings
 
-with DAG(
-    dag_id="lake_maintenance",
+with platform_dag(
+    "lake_maintenance",
     description="Compact and vacuum the lake; prune unreferenced batch view files.",
     schedule="@daily",
-    start_date=START_DATE,
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    tags=["lambda", "maintenance"],
+    tags=["maintenance"],
     doc_md=__doc__,
 ) as dag:
 
