@@ -307,6 +307,16 @@ def bench_producer(
         typer.echo(line)
 
 
+@bench_app.command("batch")
+@friendly_errors
+def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] = 1_000_000) -> None:
+    """Spark's recompute of a day of events against DuckDB over the same lake files."""
+    from batch_layer.benchmark import report, run_batch_benchmark
+
+    for line in report(run_batch_benchmark(get_settings(), events, show=typer.echo)):
+        typer.echo(line)
+
+
 @app.command("demo")
 @friendly_errors
 def demo(
