@@ -147,7 +147,11 @@ def run_batch(
             log.info("run %s already published version %d: nothing to do", run_id, plan.version)
             return published
     if plan is None or plan.base_version != current_version(root):
-        plan = make_plan(settings, run_id, recompute)
+        try:
+            plan = make_plan(settings, run_id, recompute)
+        except EmptyLakeError as empty:
+            log.info("run %s: %s; nothing to publish yet", run_id, empty)
+            return read_current(root)
         write_atomically(saved, json.dumps(asdict(plan), indent=1))
     base = read_manifest(root, plan.base_version)
     if not plan.days and plan.cutoffs == {p: base.cutoffs.get(p, 0) for p in plan.cutoffs}:

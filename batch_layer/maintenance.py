@@ -8,6 +8,7 @@ newest versions references, once they are old enough that no reader can still ho
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+from batch_layer.batch_job import PLANS
 from lambda_contracts.manifest import MANIFESTS, SEGMENTS, current_version, read_manifest
 from lambda_contracts.settings import Settings
 
@@ -63,5 +65,9 @@ def prune_batch_views(settings: Settings) -> MaintenanceReport:
     for manifest_file in sorted((root / MANIFESTS).glob("*.json")) if (root / MANIFESTS).exists() else []:
         if int(manifest_file.stem) < oldest_kept and manifest_file.stat().st_mtime < cutoff_time:
             manifest_file.unlink()
+    for plan_file in sorted((root / PLANS).glob("*.json")) if (root / PLANS).exists() else []:
+        planned_version = json.loads(plan_file.read_text()).get("version", current)
+        if planned_version < oldest_kept and plan_file.stat().st_mtime < cutoff_time:
+            plan_file.unlink()
     log.info("pruned %d batch segment folders older than version %d", len(removed), oldest_kept)
     return MaintenanceReport("prune", {"segment_folders_removed": len(removed), "oldest_kept_version": oldest_kept})

@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     batch_interval_minutes: int = Field(60, ge=1, description="Cadence of the batch_views DAG (1 in the demo).")
     batch_keep_versions: int = Field(10, ge=2, description="Batch view versions whose files are kept.")
     batch_prune_min_age_minutes: int = Field(60, ge=0, description="Never delete files younger than this.")
-    lake_vacuum_retention_hours: int = Field(168, ge=0)
+    lake_vacuum_retention_hours: int = Field(
+        168, ge=1, description="At least 1: a sink's written but not yet committed files must survive vacuum."
+    )
     airflow_port: int = Field(8080, ge=1, le=65535)
 
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")

@@ -13,7 +13,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STOP_TIMEOUT_S = 90.0
+STOP_TIMEOUT_S = 30.0
+TERM_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -40,20 +41,36 @@ class Service:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-        """Ask the process group to stop; kill it if it has not within ``timeout_s``. Returns the exit code."""
+        """Stop politely, then firmly: the stop signal, SIGTERM to the group, SIGKILL. Returns the exit code.
+
+        Airflow's scheduler, for one, can wait on idle executor workers after its parent asked it
+        to stop; the escalation guarantees that nothing of the group outlives ``stop``.
+        """
         if self.process is None:
             return None
         if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                if self.signal_group:
-                    os.killpg(self.process.pid, self.stop_signal)
-                else:
-                    self.process.send_signal(self.stop_signal)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=timeout_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)  # whatever the group still holds
+            self._signal(self.stop_signal, group=self.signal_group)
+            if not self._exited_within(timeout_s):
+                self._signal(signal.SIGTERM, group=True)
+                self._exited_within(TERM_TIMEOUT_S)
+        self._signal(signal.SIGKILL, group=True)  # whatever the group still holds
         return self.process.wait()
+
+    def _signal(self, signum: int, group: bool) -> None:
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            if group:
+                os.killpg(self.process.pid, signum)
+            else:
+                self.process.send_signal(signum)
+
+    def _exited_within(self, timeout_s: float) -> bool:
+        assert self.process is not None
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def tail(self, lines: int = 20) -> str:
         if not self.log.exists():

@@ -60,3 +60,16 @@ def test_offsets_advance_without_rows(tmp_path: Path) -> None:
     lake = Lake(tmp_path / "lake", "events")
     lake.append(LAKE_SCHEMA.empty_table(), expected={3: 0}, next_offsets={3: 40})
     assert lake.committed_offsets([3]) == {3: 40}
+
+
+def test_a_batch_run_before_the_lake_exists_publishes_nothing(tmp_path: Path) -> None:
+    from batch_layer.batch_job import run_batch
+    from lambda_contracts.manifest import current_version
+    from lambda_contracts.settings import Settings
+
+    def no_spark() -> None:
+        raise AssertionError("nothing to compute, so no Spark session")
+
+    settings = Settings(data_dir=tmp_path)
+    assert run_batch(settings, "early-run", spark=no_spark).version == 0  # type: ignore[arg-type]
+    assert current_version(settings.batch_views_path) == 0
