@@ -28,6 +28,7 @@ from batch_layer.lake import Lake
 from batch_layer.publish import publish, write_atomically
 from lambda_contracts.manifest import SEGMENTS, Manifest, current_version, read_current, read_manifest
 from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS, deduplicated_sql
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,8 @@ def make_plan(settings: Settings, run_id: str, recompute: tuple[date | None, dat
     partitions = range(settings.topic_partitions)
     previous = {p: base.cutoffs.get(p, 0) for p in partitions}
     if recompute is None:
-        cutoffs = lake.committed_offsets(partitions, table)
+        lake_offsets = lake.committed_offsets(partitions, table)
+        cutoffs = {p: choose_cutoff(settings, p, previous[p], lake_offsets[p]) for p in partitions}
         days = touched_days(table, previous, cutoffs)
         reason = "advance"
     else:
@@ -79,6 +81,23 @@ def make_plan(settings: Settings, run_id: str, recompute: tuple[date | None, dat
         ]
         reason = f"recompute {first or 'start'}..{last or 'end'}"
     return Plan(run_id, base.version, base.version + 1, table.version(), cutoffs, days, reason)
+
+
+def choose_cutoff(settings: Settings, partition: int, previous: int, lake_offset: int) -> int:
+    """The new cutoff: the highest sealed speed boundary the lake holds, so the merge stays exact.
+
+    Without a live speed layer (none published, or its last publish is older than
+    ``speed_stale_after_seconds``) the cutoff is what the lake holds; a speed worker that comes
+    back later jumps to it or rebuilds from it.
+    """
+    snapshot = read_snapshot(settings.speed_views_path, partition)
+    if snapshot is None:
+        return max(previous, lake_offset)
+    age = datetime.now(UTC) - datetime.fromisoformat(snapshot.published_at)
+    if age.total_seconds() > settings.speed_stale_after_seconds:
+        return max(previous, lake_offset)
+    usable = [b for b in snapshot.boundaries() if previous <= b <= lake_offset]
+    return max(usable, default=previous)
 
 
 def touched_days(table: DeltaTable, previous: dict[int, int], cutoffs: dict[int, int]) -> list[str]:

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     )
     airflow_port: int = Field(8080, ge=1, le=65535)
 
+    # Speed layer.
+    speed_group: str = "speed"
+    speed_publish_ms: int = Field(500, ge=50, description="Publish state and offsets at least this often.")
+    speed_segment_seconds: float = Field(5.0, gt=0, description="Seal a segment (a cutoff boundary) this often.")
+    speed_prune_grace_seconds: float = Field(60.0, ge=0, description="Keep state below a new cutoff this long.")
+    speed_dedup_horizon_seconds: float = Field(
+        1800.0, ge=0, description="Remember ids of pruned segments this long, so late redeliveries count once."
+    )
+    speed_stale_after_seconds: float = Field(
+        300.0, gt=0, description="Batch cutoffs ignore speed boundaries older than this (speed down)."
+    )
+
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
     @model_validator(mode="after")
@@ -97,6 +109,11 @@ class Settings(BaseSettings):
     def lake_path(self) -> Path:
         """The master dataset: a Delta table of every valid event, append-only."""
         return self.data_dir / "lake" / self.events_topic
+
+    @property
+    def speed_views_path(self) -> Path:
+        """Published speed state: per partition, segments and snapshots (see speed_snapshot)."""
+        return self.data_dir / "views" / "speed"
 
     @property
     def batch_views_path(self) -> Path:

@@ -281,6 +281,20 @@ def lake_sink() -> None:
     typer.echo(f"lake sink stopped: {stats.commits} commits, {stats.rows:,} rows, {stats.rejected:,} dead letters")
 
 
+@app.command("speed")
+@friendly_errors
+def speed() -> None:
+    """Run a speed worker (a consumer group member; start several to share partitions)."""
+    from speed_layer.worker import SpeedWorker
+
+    settings = get_settings()
+    stop = stop_on_signals()
+    typer.echo(f"speed worker: {settings.events_topic} -> {settings.speed_views_path} (group {settings.speed_group})")
+    worker = SpeedWorker(settings)
+    worker.run(stop)
+    typer.echo(f"speed worker stopped after counting {worker.events_counted:,} events")
+
+
 @app.command("lake")
 @friendly_errors
 def lake_status() -> None:

@@ -67,3 +67,14 @@ def parquet_rows(files: list[str], view: View) -> list[Row]:
     connection = duck.connect()
     rows = connection.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false)", [files]).fetchall()
     return sorted((tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in rows), key=repr)
+
+
+def normalised_rows(table: Any) -> list[Row]:
+    """An Arrow table's rows in the oracle's shape (None: no rows)."""
+    if table is None:
+        return []
+    columns = table.column_names
+    rows = []
+    for record in table.to_pylist():
+        rows.append(tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in (record[c] for c in columns)))
+    return sorted(rows, key=repr)

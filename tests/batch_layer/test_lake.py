@@ -73,3 +73,29 @@ def test_a_batch_run_before_the_lake_exists_publishes_nothing(tmp_path: Path) ->
     settings = Settings(data_dir=tmp_path)
     assert run_batch(settings, "early-run", spark=no_spark).version == 0  # type: ignore[arg-type]
     assert current_version(settings.batch_views_path) == 0
+
+
+def test_cutoffs_fall_on_sealed_speed_boundaries(tmp_path: Path) -> None:
+    from batch_layer.batch_job import choose_cutoff
+    from lambda_contracts.settings import Settings
+    from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment
+    from speed_layer.store import _write_atomically
+
+    settings = Settings(data_dir=tmp_path)
+    assert choose_cutoff(settings, 0, previous=10, lake_offset=500) == 500, "no speed layer: what the lake holds"
+    snapshot = PartitionSnapshot(
+        partition=0,
+        sequence=1,
+        next_offset=640,
+        segments=[Segment(100, 250, "a"), Segment(250, 400, "b"), Segment(400, 640, "c", sealed=False)],
+        published_at=datetime.now(UTC).isoformat(),
+        cutoff=100,
+    )
+    root = settings.speed_views_path / "p0"
+    _write_atomically(root / "snapshots" / "000000000001.json", snapshot.to_json())
+    _write_atomically(root / "CURRENT", "1\n")
+    assert choose_cutoff(settings, 0, previous=100, lake_offset=500) == 400, "not inside the open segment"
+    assert choose_cutoff(settings, 0, previous=100, lake_offset=300) == 250
+    assert choose_cutoff(settings, 0, previous=100, lake_offset=120) == 100, "no boundary yet: stay"
+    stale = Settings(data_dir=tmp_path, speed_stale_after_seconds=1e-6)
+    assert choose_cutoff(stale, 0, previous=100, lake_offset=500) == 500, "a dead speed layer does not stall batch"

@@ -1,0 +1,161 @@
+"""Writing and reading the speed layer's published state for a partition.
+
+A publish writes the open segment's rows to a new folder, then a new snapshot file, then swaps
+CURRENT, each by write-then-rename. A per-partition file lock plus a check that CURRENT is still
+the sequence this worker last published fences off a worker that lost the partition.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from lambda_contracts.speed_snapshot import (
+    CURRENT,
+    PartitionSnapshot,
+    Segment,
+    partition_root,
+    read_snapshot,
+    snapshot_path,
+)
+from lambda_contracts.views import VIEWS_BY_NAME
+from speed_layer.state import PartitionState
+
+log = logging.getLogger(__name__)
+
+IDS_FILE = "ids.parquet"
+
+
+class LostPartitionError(RuntimeError):
+    """Another worker published this partition since we did: our state is stale."""
+
+
+@contextmanager
+def partition_lock(root: Path) -> Iterator[None]:
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".publish.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    temporary.replace(path)
+
+
+def current_sequence(speed_root: Path, partition: int) -> int:
+    try:
+        return int((partition_root(speed_root, partition) / CURRENT).read_text().strip())
+    except FileNotFoundError:
+        return 0
+
+
+def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSnapshot:
+    """Publish the partition's state; with ``seal`` the open segment becomes immutable."""
+    root = partition_root(speed_root, state.partition)
+    with partition_lock(root):
+        if current_sequence(speed_root, state.partition) != state.sequence:
+            raise LostPartitionError(f"partition {state.partition} was published by another worker")
+        sequence = state.sequence + 1
+        segments = state.listed_segments()
+        open_segment = None
+        if not state.open_segment_empty:
+            open_segment = _write_segment(root, state, sequence, sealed=seal)
+            segments.append(open_segment)
+        snapshot = PartitionSnapshot(
+            partition=state.partition,
+            sequence=sequence,
+            next_offset=state.next_offset,
+            segments=segments,
+            published_at=datetime.now(UTC).isoformat(),
+            cutoff=state.cutoff,
+            dedup_folders=[p.segment.folder for p in state.dedup],
+        )
+        _write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
+        _write_atomically(root / CURRENT, f"{sequence}\n")
+    state.sequence = sequence
+    state.changed = False
+    if open_segment is not None:
+        if seal:
+            state.sealed(open_segment)
+        else:
+            state.last_open_folder = open_segment.folder
+    return snapshot
+
+
+def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: bool) -> Segment:
+    folder = f"segments/{state.open_start}-{state.next_offset}-{sequence}"
+    target = root / folder
+    target.mkdir(parents=True, exist_ok=True)
+    views = []
+    for name, rows in sorted(state.open_rows.items()):
+        if rows.num_rows == 0:
+            continue
+        tagged = rows.append_column("kafka_partition", pa.array([state.partition] * rows.num_rows, pa.int32()))
+        tagged = tagged.append_column("segment_start", pa.array([state.open_start] * rows.num_rows, pa.int64()))
+        pq.write_table(tagged, target / f"{name}.parquet")
+        views.append(name)
+    ids, offsets = zip(*state.open_ids, strict=True) if state.open_ids else ((), ())
+    pq.write_table(
+        pa.table({"event_id": pa.array(ids, pa.string()), "kafka_offset": pa.array(offsets, pa.int64())}),
+        target / IDS_FILE,
+    )
+    return Segment(state.open_start, state.next_offset, folder, tuple(views), sealed=sealed)
+
+
+def read_ids(folder: Path) -> dict[str, int]:
+    """Event id -> first offset, as a segment folder recorded them."""
+    path = folder / IDS_FILE
+    if not path.exists():
+        return {}
+    table = pq.read_table(path)
+    return dict(zip(table.column("event_id").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True))
+
+
+def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | None:
+    """The state a crashed or previous owner published, or None if nothing was published."""
+    snapshot = read_snapshot(speed_root, partition)
+    if snapshot is None:
+        return None
+    root = partition_root(speed_root, partition)
+    sealed = [s for s in snapshot.segments if s.sealed]
+    unsealed = [s for s in snapshot.segments if not s.sealed]
+    state = PartitionState(
+        partition=partition,
+        open_start=unsealed[0].start if unsealed else snapshot.next_offset,
+        next_offset=snapshot.next_offset,
+        cutoff=max(cutoff, snapshot.cutoff),
+        sequence=snapshot.sequence,
+        segments=sealed,
+    )
+    for folder in [s.folder for s in snapshot.segments] + snapshot.dedup_folders:
+        state.seen.update(read_ids(root / folder))
+    if unsealed:
+        segment = unsealed[0]
+        state.open_ids = list(read_ids(root / segment.folder).items())
+        state.last_open_folder = segment.folder
+        for name in segment.views:
+            rows = pq.read_table(root / segment.folder / f"{name}.parquet")
+            keep = [*VIEWS_BY_NAME[name].key_columns, *VIEWS_BY_NAME[name].measure_columns]
+            state.open_rows[name] = rows.select(keep)
+        state.changed = False
+    log.info(
+        "speed partition %d restored at offset %d (snapshot %d)", partition, snapshot.next_offset, snapshot.sequence
+    )
+    return state

@@ -1,0 +1,184 @@
+"""The speed worker: a consumer group member that keeps partial view rows fresh within a second.
+
+For each partition it owns it resumes from the last published snapshot (or starts at the batch
+cutoff), aggregates micro-batches, publishes state and offsets atomically at least every
+``speed_publish_ms`` while events flow, and seals a segment every ``speed_segment_seconds``.
+
+It follows the batch cutoff ``C``: segments entirely below ``C`` stay listed for a grace period
+(readers of the previous batch version may still need them) and then go. If ``C`` lies beyond
+everything it holds, it jumps to ``C``; if ``C`` falls inside a segment (the batch could not use a
+boundary), it rebuilds the partition from ``C`` by reading Kafka again.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from kafka import KafkaConsumer, TopicPartition
+
+from lambda_contracts import duck
+from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord, split
+from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.manifest import current_version, read_manifest
+from lambda_contracts.serde import get_serde
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import partition_root
+from speed_layer.state import PartitionState, Pending
+from speed_layer.store import LostPartitionError, publish, read_ids, restore
+
+log = logging.getLogger(__name__)
+
+MAX_POLL_RECORDS = 20_000
+
+
+class SpeedWorker:
+    def __init__(self, settings: Settings, consumer: KafkaConsumer | None = None) -> None:
+        self.settings = settings
+        self.topic = settings.events_topic
+        self.root = settings.speed_views_path
+        self.group = settings.speed_group
+        self.serde = get_serde(settings.serde)
+        self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
+        self.dead_letters = DeadLetterPublisher(settings)
+        self.connection = duck.connect()
+        self.states: dict[int, PartitionState] = {}
+        self._batch_version = -1
+        self._cutoffs: dict[int, int] = {}
+        self._last_publish = time.monotonic()
+        self._garbage: list[tuple[float, Path]] = []
+        self.events_counted = 0
+
+    def run(self, stop: threading.Event) -> None:
+        self.consumer.subscribe([self.topic])
+        try:
+            while not stop.is_set():
+                batches = self.consumer.poll(timeout_ms=100)
+                self._follow_assignment()
+                self._follow_cutoffs()
+                for tp, records in batches.items():
+                    self._take(tp.partition, records)
+                self._publish_due()
+                self._housekeeping()
+            self._publish_due(force=True)
+        finally:
+            self.consumer.close(autocommit=False)
+            self.dead_letters.close()
+
+    # -- partitions and cutoffs -------------------------------------------------------------------
+
+    def _follow_assignment(self) -> None:
+        assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
+        for partition in set(self.states) - assigned:
+            del self.states[partition]  # the new owner resumes from what we published
+        for partition in sorted(assigned - set(self.states)):
+            cutoff = self._cutoffs.get(partition, 0)
+            state = restore(self.root, partition, cutoff)
+            if state is None:
+                state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff)
+            self.states[partition] = state
+            self.consumer.seek(TopicPartition(self.topic, partition), state.next_offset)
+            log.info("speed worker took partition %d at offset %d", partition, state.next_offset)
+            self._apply_cutoff(state)
+
+    def _follow_cutoffs(self) -> None:
+        batch_root = self.settings.batch_views_path
+        version = current_version(batch_root)
+        if version == self._batch_version:
+            return
+        self._batch_version = version
+        self._cutoffs = dict(read_manifest(batch_root, version).cutoffs)
+        for state in self.states.values():
+            self._apply_cutoff(state)
+
+    def _apply_cutoff(self, state: PartitionState) -> None:
+        cutoff = self._cutoffs.get(state.partition, 0)
+        if cutoff <= state.cutoff:
+            return
+        grace = time.monotonic() + self.settings.speed_prune_grace_seconds
+        below = [s for s in state.segments if s.end <= cutoff]
+        state.segments = [s for s in state.segments if s.end > cutoff]
+        state.pruning.extend(Pending(grace, s) for s in below)
+        state.cutoff = cutoff
+        boundaries = {s.start for s in state.segments} | {state.open_start}
+        if cutoff in boundaries:
+            pass  # aligned: what remains starts exactly at the cutoff
+        elif cutoff >= state.next_offset:
+            self._restart_at(state, cutoff, "jumps to the batch cutoff")
+        else:
+            state.segments = []
+            self._restart_at(state, cutoff, "rebuilds from the batch cutoff (it fell inside a segment)")
+        state.changed = True
+
+    def _restart_at(self, state: PartitionState, offset: int, why: str) -> None:
+        log.warning("speed partition %d %s at offset %d", state.partition, why, offset)
+        state.restart_at(offset)
+        self.consumer.seek(TopicPartition(self.topic, state.partition), offset)
+
+    # -- consuming and publishing -----------------------------------------------------------------
+
+    def _take(self, partition: int, records: list[KafkaRecord]) -> None:
+        state = self.states.get(partition)
+        if state is None:
+            return
+        fresh = [r for r in records if r.offset >= state.next_offset]
+        if not fresh:
+            return
+        if fresh[0].offset > state.next_offset:
+            self.consumer.seek(TopicPartition(self.topic, partition), state.next_offset)
+            return
+        accepted, rejected = split(fresh, self.serde, rejected_by=self.group)
+        self.dead_letters.publish(rejected)
+        self.events_counted += state.take(accepted, fresh[-1].offset + 1, self.connection)
+
+    def _publish_due(self, force: bool = False) -> None:
+        interval = self.settings.speed_publish_ms / 1000
+        if not force and time.monotonic() - self._last_publish < interval:
+            return
+        self._last_publish = time.monotonic()
+        self.dead_letters.flush()  # rejects are kept before the offsets that skip them are published
+        for partition, state in list(self.states.items()):
+            seal = state.seal_due(self.settings.speed_segment_seconds) or force
+            if not state.changed and not seal:
+                continue
+            previous_open = state.last_open_folder
+            try:
+                publish(state, self.root, seal=seal)
+            except LostPartitionError as lost:
+                log.warning("%s; dropping it", lost)
+                del self.states[partition]
+                continue
+            if previous_open is not None and previous_open != state.last_open_folder:
+                self._discard_later(partition_root(self.root, partition) / previous_open)
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        for state in self.states.values():
+            expired = [p for p in state.pruning if p.deadline <= now]
+            if expired:
+                state.pruning = [p for p in state.pruning if p.deadline > now]
+                horizon = now + self.settings.speed_dedup_horizon_seconds
+                state.dedup.extend(Pending(horizon, p.segment) for p in expired)
+                state.changed = True
+            gone = [p for p in state.dedup if p.deadline <= now]
+            if gone:
+                state.dedup = [p for p in state.dedup if p.deadline > now]
+                for pending in gone:
+                    folder = partition_root(self.root, state.partition) / pending.segment.folder
+                    state.forget(list(read_ids(folder)))
+                    self._discard_later(partition_root(self.root, state.partition) / pending.segment.folder)
+                state.changed = True
+        keep = []
+        for deadline, folder in self._garbage:
+            if deadline <= now:
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                keep.append((deadline, folder))
+        self._garbage = keep
+
+    def _discard_later(self, folder: Path) -> None:
+        """Delete a folder no snapshot lists any more, once no reader can still be reading it."""
+        self._garbage.append((time.monotonic() + self.settings.speed_prune_grace_seconds, folder))

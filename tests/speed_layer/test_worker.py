@@ -1,0 +1,126 @@
+"""Speed workers killed at random points and rebalanced from one to two: the published state is exact."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from lambda_contracts import duck
+from lambda_contracts.columns import events_to_arrow
+from lambda_contracts.intake import split
+from lambda_contracts.serde import JsonSerde, Rejection
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import partition_root, read_snapshot
+from lambda_contracts.views import VIEWS
+from sources.producer import BatchingProducer
+from sources.run import build_simulators, run_simulation
+from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
+from tests.conftest import settings_env
+from tests.kafka_helpers import read_topic
+from tests.oracle import first_copies, normalised_rows, view_rows
+
+pytestmark = pytest.mark.integration
+
+
+def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stdout=out, stderr=out)
+
+
+def wait_until_published(settings: Settings, timeout_s: float = 90) -> None:
+    """Poll the published snapshots (the real signal) until they reach the end of every partition."""
+    ends = end_offsets(settings)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        snapshots = {p: read_snapshot(settings.speed_views_path, p) for p in ends}
+        if all(s is not None and s.next_offset == ends[p] for p, s in snapshots.items()):
+            return
+        time.sleep(0.2)
+    raise TimeoutError("the speed layer never published up to the end of the topic")
+
+
+def speed_rows(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+    """Every view's published speed rows, merged across partitions and segments."""
+    connection = duck.connect()
+    merged: dict[str, list[tuple[object, ...]]] = {}
+    for view in VIEWS:
+        files = []
+        for partition in range(settings.topic_partitions):
+            snapshot = read_snapshot(settings.speed_views_path, partition)
+            assert snapshot is not None and snapshot.covers_from(0)
+            root = partition_root(settings.speed_views_path, partition)
+            files += [str(root / s.folder / f"{view.name}.parquet") for s in snapshot.segments if view.name in s.views]
+        partials = f"(SELECT * FROM read_parquet({files!r}, hive_partitioning = false)) AS partials"
+        merged[view.name] = normalised_rows(connection.sql(view.merge_sql(partials)).to_arrow_table())
+    return merged
+
+
+def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_path: Path) -> None:
+    settings = kafka.model_copy(
+        update={
+            "data_dir": tmp_path,
+            "speed_segment_seconds": 1.0,
+            "speed_publish_ms": 200,
+            "consumer_session_timeout_ms": 6000,
+            "speed_group": f"speed-{kafka.events_topic}",
+        }
+    )
+    env = settings_env(settings)
+    simulators = build_simulators(
+        ["web", "app", "sensor"],
+        rate=300.0,
+        serde=JsonSerde(),
+        start=datetime.now(UTC),
+        seed=17,
+        late_share=0.2,
+        max_lateness=timedelta(hours=2),
+        duplicate_share=0.05,
+        malformed_share=0.02,
+    )
+    stop_producing = threading.Event()
+    producing = threading.Thread(
+        target=run_simulation,
+        args=(simulators, BatchingProducer(settings, settings.events_topic)),
+        kwargs={"stop": stop_producing, "realtime": True},
+    )
+    producing.start()
+    rng = random.Random(5)
+    try:
+        for round_number in range(4):
+            log = tmp_path / f"worker-{round_number}.log"
+            worker = start_worker(env, log)
+            wait_for_line(log, "speed worker took partition")
+            time.sleep(rng.uniform(0.5, 2.5))  # a random instant to crash at, not a wait for readiness
+            worker.kill()
+            worker.wait()
+        logs = [tmp_path / "first.log", tmp_path / "second.log"]
+        first = start_worker(env, logs[0])
+        wait_for_line(logs[0], "speed worker took partition")
+        second = start_worker(env, logs[1])  # a rebalance from one worker to two
+        wait_for_line(logs[1], "speed worker took partition")
+    finally:
+        stop_producing.set()
+        producing.join()
+    try:
+        wait_until_published(settings)
+    finally:
+        for worker in (first, second):
+            worker.send_signal(signal.SIGTERM)
+            assert worker.wait(timeout=60) == 0
+
+    records = read_topic(settings, settings.events_topic)
+    accepted, rejected = split(records, JsonSerde(), rejected_by="oracle")
+    assert rejected and all(isinstance(JsonSerde().decode(r.original_value), Rejection) for r in rejected)
+    events = first_copies(events_to_arrow(accepted).to_pylist())
+    published = speed_rows(settings)
+    for view in VIEWS:
+        assert published[view.name] == view_rows(events, view), view.name
+    assert sum(1 for line in logs[0].read_text().splitlines() if "took partition" in line) >= 1
