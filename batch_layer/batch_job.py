@@ -25,7 +25,8 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession, functions
 
 from batch_layer.lake import Lake
-from batch_layer.publish import publish, write_atomically
+from batch_layer.publish import publish
+from lambda_contracts.atomic import write_atomically
 from lambda_contracts.manifest import SEGMENTS, Manifest, current_version, read_current, read_manifest
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot

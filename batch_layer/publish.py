@@ -8,12 +8,9 @@ run that planned on an older version fail instead of rolling the views back.
 
 from __future__ import annotations
 
-import fcntl
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from lambda_contracts.atomic import folder_lock, write_atomically
 from lambda_contracts.manifest import CURRENT, Manifest, current_version, manifest_path, read_manifest
 
 
@@ -21,39 +18,12 @@ class SupersededError(RuntimeError):
     """Another run published since this run planned; re-plan from the current version."""
 
 
-@contextmanager
-def publish_lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".publish.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` so that readers see the old or the new content, whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
 def publish(root: Path, manifest: Manifest) -> Manifest:
     """Make ``manifest`` the current version if the current one is still its base.
 
     Publishing the same run again is a no-op that returns what was published.
     """
-    with publish_lock(root):
+    with folder_lock(root):
         current = current_version(root)
         if current >= manifest.version:
             published = read_manifest(root, manifest.version)

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Batch cutoffs ignore speed boundaries older than this (speed down)."
     )
 
+    # Serving layer.
+    serving_refresh_seconds: float = Field(1.0, gt=0, description="How often the DuckDB database file is renewed.")
+
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
     @model_validator(mode="after")
@@ -114,6 +117,11 @@ class Settings(BaseSettings):
     def speed_views_path(self) -> Path:
         """Published speed state: per partition, segments and snapshots (see speed_snapshot)."""
         return self.data_dir / "views" / "speed"
+
+    @property
+    def serving_database(self) -> Path:
+        """The DuckDB file of merged views that the DuckDB CLI and BI tools open read-only."""
+        return self.data_dir / "serving" / "lambda.duckdb"
 
     @property
     def batch_views_path(self) -> Path:

@@ -29,6 +29,10 @@ from lambdactl.monitor import MonitorTick, run_monitor
 from lambdactl.services import Service
 
 STATUS_EVERY_S = 15.0
+SAMPLE_QUERY = (
+    "SELECT page, sum(views) AS views FROM page_views_per_minute "
+    "WHERE bucket >= now() - INTERVAL 10 MINUTE GROUP BY page ORDER BY views DESC LIMIT 10"
+)
 
 
 def run_demo(
@@ -57,6 +61,9 @@ def run_demo(
         services.append(Service("simulators", simulate, logs / "simulate.log", env).start())
         services.append(Service("lake-sink", _lambdactl("lake-sink"), logs / "lake-sink.log", env).start())
         echo(f"lake sink: {settings.events_topic} -> {settings.lake_path} (log {logs / 'lake-sink.log'})")
+        services.append(Service("speed", _lambdactl("speed"), logs / "speed.log", env).start())
+        services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", env).start())
+        echo(f"speed worker -> {settings.speed_views_path}; merged views in {settings.serving_database}")
         echo(f"simulators: web, app (10% up to 2 h late), sensor at {rate:,.0f} records/s each")
         if with_airflow:
             echo("starting Airflow (scheduler, dag-processor, API server, triggerer); first start takes a minute ...")
@@ -64,6 +71,9 @@ def run_demo(
             services.append(airflow)
             echo(f"Airflow UI: {login.url}  login: {login.username} / {login.password}")
             echo(f"  DAG batch_views advances the batch views every {settings.batch_interval_minutes} min")
+        echo("query the merged views (batch + speed) from another terminal, for example:")
+        echo(f'  {sys.executable.rsplit("/", 1)[0]}/lambdactl sql "{SAMPLE_QUERY}"')
+        echo(f"  duckdb -readonly {settings.serving_database.resolve()}  (any DuckDB CLI; reopen it to refresh)")
         echo("monitor: valid events per second as they arrive; Ctrl-C stops everything")
         if duration_s is not None:
             timer = threading.Timer(duration_s, stop.set)
@@ -111,7 +121,15 @@ def batch_status(settings: Settings) -> str:
             f"batch views: version {manifest.version}, covering {sum(manifest.cutoffs.values()):,} records, "
             f"published {age.total_seconds():.0f}s ago"
         )
-    return f"lake: {in_lake:,} records committed | {batch}"
+    merged = ""
+    if settings.serving_database.exists():
+        from serving_layer.query import query
+
+        sql = "SELECT sum(reflected_offset) AS records, bool_and(speed_used) AS fresh FROM serving_status"
+        row = query(settings, sql).to_pylist()[0]
+        layers = "batch + speed" if row["fresh"] else "batch only"
+        merged = f" | merged views reflect {row['records'] or 0:,} records ({layers})"
+    return f"lake: {in_lake:,} records committed | {batch}{merged}"
 
 
 def _lambdactl(*args: str) -> list[str]:

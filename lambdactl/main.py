@@ -15,6 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, ParamSpec, TypeVar
 
+import duckdb
 import typer
 from kafka.errors import KafkaError
 
@@ -293,6 +294,44 @@ def speed() -> None:
     worker = SpeedWorker(settings)
     worker.run(stop)
     typer.echo(f"speed worker stopped after counting {worker.events_counted:,} events")
+
+
+@app.command("sql")
+@friendly_errors
+def sql(
+    statement: Annotated[
+        str, typer.Argument(help="A SELECT over the merged views, e.g. 'SELECT * FROM serving_status'.")
+    ],
+    max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 40,
+) -> None:
+    """Query the merged views (batch + speed, exact) with SQL; read-only."""
+    from serving_layer.query import RefusedQueryError, check_read_only, serving_connection
+
+    connection = serving_connection(get_settings())
+    try:
+        check_read_only(connection, statement)
+        connection.sql(statement).show(max_rows=max_rows, max_width=200)
+    except (RefusedQueryError, duckdb.Error) as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    finally:
+        connection.close()
+
+
+@app.command("serve")
+@friendly_errors
+def serve() -> None:
+    """Keep the DuckDB database file of merged views fresh (for the DuckDB CLI and BI tools)."""
+    from serving_layer.database_file import write_database_file
+
+    settings = get_settings()
+    stop = stop_on_signals()
+    path = write_database_file(settings)
+    typer.echo(
+        f"serving {path}: open it with `duckdb -readonly {path}`; renewed every {settings.serving_refresh_seconds}s"
+    )
+    while not stop.wait(settings.serving_refresh_seconds):
+        write_database_file(settings)
 
 
 @app.command("lake")

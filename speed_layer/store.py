@@ -7,17 +7,14 @@ the sequence this worker last published fences off a worker that lost the partit
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from lambda_contracts.atomic import folder_lock, write_atomically
 from lambda_contracts.speed_snapshot import (
     CURRENT,
     PartitionSnapshot,
@@ -38,27 +35,6 @@ class LostPartitionError(RuntimeError):
     """Another worker published this partition since we did: our state is stale."""
 
 
-@contextmanager
-def partition_lock(root: Path) -> Iterator[None]:
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".publish.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
-
-
 def current_sequence(speed_root: Path, partition: int) -> int:
     try:
         return int((partition_root(speed_root, partition) / CURRENT).read_text().strip())
@@ -69,7 +45,7 @@ def current_sequence(speed_root: Path, partition: int) -> int:
 def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSnapshot:
     """Publish the partition's state; with ``seal`` the open segment becomes immutable."""
     root = partition_root(speed_root, state.partition)
-    with partition_lock(root):
+    with folder_lock(root):
         if current_sequence(speed_root, state.partition) != state.sequence:
             raise LostPartitionError(f"partition {state.partition} was published by another worker")
         sequence = state.sequence + 1
@@ -87,8 +63,8 @@ def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSna
             cutoff=state.cutoff,
             dedup_folders=[p.segment.folder for p in state.dedup],
         )
-        _write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
-        _write_atomically(root / CURRENT, f"{sequence}\n")
+        write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
+        write_atomically(root / CURRENT, f"{sequence}\n")
     state.sequence = sequence
     state.changed = False
     if open_segment is not None:

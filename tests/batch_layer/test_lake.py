@@ -77,9 +77,9 @@ def test_a_batch_run_before_the_lake_exists_publishes_nothing(tmp_path: Path) ->
 
 def test_cutoffs_fall_on_sealed_speed_boundaries(tmp_path: Path) -> None:
     from batch_layer.batch_job import choose_cutoff
+    from lambda_contracts.atomic import write_atomically
     from lambda_contracts.settings import Settings
     from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment
-    from speed_layer.store import _write_atomically
 
     settings = Settings(data_dir=tmp_path)
     assert choose_cutoff(settings, 0, previous=10, lake_offset=500) == 500, "no speed layer: what the lake holds"
@@ -92,8 +92,8 @@ def test_cutoffs_fall_on_sealed_speed_boundaries(tmp_path: Path) -> None:
         cutoff=100,
     )
     root = settings.speed_views_path / "p0"
-    _write_atomically(root / "snapshots" / "000000000001.json", snapshot.to_json())
-    _write_atomically(root / "CURRENT", "1\n")
+    write_atomically(root / "snapshots" / "000000000001.json", snapshot.to_json())
+    write_atomically(root / "CURRENT", "1\n")
     assert choose_cutoff(settings, 0, previous=100, lake_offset=500) == 400, "not inside the open segment"
     assert choose_cutoff(settings, 0, previous=100, lake_offset=300) == 250
     assert choose_cutoff(settings, 0, previous=100, lake_offset=120) == 100, "no boundary yet: stay"

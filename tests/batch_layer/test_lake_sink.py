@@ -5,9 +5,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -18,9 +16,8 @@ from batch_layer.lake import Lake
 from lambda_contracts.kafka_clients import new_consumer
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
-from sources.producer import BatchingProducer
-from sources.run import build_simulators, run_simulation
 from tests.conftest import settings_env
+from tests.flows import lively_simulators, producing
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -72,27 +69,9 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
         }
     )
     env = settings_env(settings)
-    simulators = build_simulators(
-        ["web", "app", "sensor"],
-        rate=300.0,
-        serde=JsonSerde(),
-        start=datetime.now(UTC),
-        seed=21,
-        late_share=0.2,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.03,
-        malformed_share=0.02,
-    )
-    stop_producing = threading.Event()
-    producing = threading.Thread(
-        target=run_simulation,
-        args=(simulators, BatchingProducer(settings, settings.events_topic)),
-        kwargs={"stop": stop_producing, "realtime": True},
-    )
-    producing.start()
     rng = random.Random(3)
     killed_logs: list[Path] = []
-    try:
+    with producing(settings, lively_simulators(seed=21)):
         for round_number in range(6):
             logs = [tmp_path / f"sink-{round_number}-{i}.log" for i in range(2 if round_number % 2 else 1)]
             sinks = [start_sink(env, log) for log in logs]
@@ -105,9 +84,6 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
                 sink.kill()
                 sink.wait()
                 killed_logs.append(log)
-    finally:
-        stop_producing.set()
-        producing.join()
     survivor_log = tmp_path / "survivor.log"
     survivor = start_sink(env, survivor_log)
     try:

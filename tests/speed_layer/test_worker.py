@@ -6,9 +6,7 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,10 +18,9 @@ from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import VIEWS
-from sources.producer import BatchingProducer
-from sources.run import build_simulators, run_simulation
 from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
 from tests.conftest import settings_env
+from tests.flows import lively_simulators, producing
 from tests.kafka_helpers import read_topic
 from tests.oracle import first_copies, normalised_rows, view_rows
 
@@ -74,26 +71,8 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
         }
     )
     env = settings_env(settings)
-    simulators = build_simulators(
-        ["web", "app", "sensor"],
-        rate=300.0,
-        serde=JsonSerde(),
-        start=datetime.now(UTC),
-        seed=17,
-        late_share=0.2,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.05,
-        malformed_share=0.02,
-    )
-    stop_producing = threading.Event()
-    producing = threading.Thread(
-        target=run_simulation,
-        args=(simulators, BatchingProducer(settings, settings.events_topic)),
-        kwargs={"stop": stop_producing, "realtime": True},
-    )
-    producing.start()
     rng = random.Random(5)
-    try:
+    with producing(settings, lively_simulators(seed=17, duplicate_share=0.05)):
         for round_number in range(4):
             log = tmp_path / f"worker-{round_number}.log"
             worker = start_worker(env, log)
@@ -106,9 +85,6 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
         wait_for_line(logs[0], "speed worker took partition")
         second = start_worker(env, logs[1])  # a rebalance from one worker to two
         wait_for_line(logs[1], "speed worker took partition")
-    finally:
-        stop_producing.set()
-        producing.join()
     try:
         wait_until_published(settings)
     finally:

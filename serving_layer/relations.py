@@ -1,0 +1,65 @@
+"""The SQL of the serving relations, for one resolved snapshot.
+
+For each declared view ``v``: ``v`` (merged: batch rows below the cutoff plus speed rows from
+it, re-aggregated with the measures' merge rules), ``v_batch`` and ``v_speed`` for inspection.
+``serving_status`` shows, per partition, the batch version and cutoff, how far the speed layer
+is, whether its rows are used, and up to which offset the merged views reflect the events.
+"""
+
+from __future__ import annotations
+
+from lambda_contracts.views import BUCKET, VIEWS, View
+from serving_layer.snapshot import ServingSnapshot
+
+STATUS = "serving_status"
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _empty(view: View) -> str:
+    columns = [f"CAST(NULL AS TIMESTAMPTZ) AS {BUCKET}"]
+    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.dimensions]
+    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.measures]
+    return f"SELECT {', '.join(columns)} WHERE false"
+
+
+def _rows(view: View, files: list[str]) -> str:
+    if not files:
+        return _empty(view)
+    columns = ", ".join((*view.key_columns, *view.measure_columns))
+    listing = ", ".join(_quoted(f) for f in files)
+    return f"SELECT {columns} FROM read_parquet([{listing}], hive_partitioning = false)"
+
+
+def relations(snapshot: ServingSnapshot) -> dict[str, str]:
+    """Relation name -> SELECT statement, all over the same snapshot."""
+    out: dict[str, str] = {}
+    for view in VIEWS:
+        batch = _rows(view, snapshot.batch_files(view.name))
+        speed = _rows(view, snapshot.speed_files(view.name))
+        out[view.name] = view.merge_sql(f"({batch} UNION ALL {speed}) AS partials")
+        out[f"{view.name}_batch"] = batch
+        out[f"{view.name}_speed"] = view.merge_sql(f"({speed}) AS partials")
+    out[STATUS] = status_sql(snapshot)
+    return out
+
+
+def status_sql(snapshot: ServingSnapshot) -> str:
+    reflected = snapshot.reflected_offsets()
+    rows = []
+    for partition, speed in sorted(snapshot.speed.items()):
+        published = _quoted(speed.published_at) if speed else "NULL"
+        rows.append(
+            f"({partition}, {snapshot.batch.version}, {snapshot.cutoff(partition)}, "
+            f"{speed.next_offset if speed else 'NULL'}, {str(snapshot.speed_used(partition)).lower()}, "
+            f"CAST({published} AS TIMESTAMPTZ), {reflected[partition]}, "
+            f"CAST({_quoted(snapshot.batch.created_at) if snapshot.batch.created_at else 'NULL'} AS TIMESTAMPTZ), "
+            f"CAST({_quoted(snapshot.resolved_at.isoformat())} AS TIMESTAMPTZ))"
+        )
+    columns = (
+        "kafka_partition, batch_version, batch_cutoff, speed_next_offset, speed_used, "
+        "speed_published_at, reflected_offset, batch_published_at, resolved_at"
+    )
+    return f"SELECT * FROM (VALUES {', '.join(rows)}) AS status({columns})"

@@ -1,0 +1,63 @@
+"""One consistent view of what the batch and speed layers have published.
+
+Resolution reads the batch CURRENT manifest (version, cutoffs ``C``, files) and then each
+partition's speed snapshot. Speed rows of partition ``p`` are used only if its segments form one
+contiguous run from ``C[p]`` (the speed layer keeps segments below a new cutoff for a grace period,
+so this holds across a batch publish); otherwise ``p`` is served from the batch alone, which is
+less fresh but still exact. Every file named here is immutable, so a query over a resolved
+snapshot never mixes two versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lambda_contracts.manifest import Manifest, read_current
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root, read_snapshot
+
+
+@dataclass(frozen=True)
+class ServingSnapshot:
+    batch_root: Path
+    speed_root: Path
+    batch: Manifest
+    speed: dict[int, PartitionSnapshot | None]
+    resolved_at: datetime
+
+    def cutoff(self, partition: int) -> int:
+        return self.batch.cutoffs.get(partition, 0)
+
+    def speed_used(self, partition: int) -> bool:
+        snapshot = self.speed.get(partition)
+        return snapshot is not None and snapshot.covers_from(self.cutoff(partition))
+
+    def reflected_offsets(self) -> dict[int, int]:
+        """Per partition, the offset below which every valid event is in the merged views."""
+        reflected = {}
+        for partition, snapshot in self.speed.items():
+            cutoff = self.cutoff(partition)
+            reflected[partition] = snapshot.next_offset if snapshot and self.speed_used(partition) else cutoff
+        return reflected
+
+    def batch_files(self, view: str) -> list[str]:
+        return [str((self.batch_root / f).resolve()) for f in self.batch.files(view)]
+
+    def speed_files(self, view: str) -> list[str]:
+        files = []
+        for partition, snapshot in sorted(self.speed.items()):
+            if snapshot is None or not self.speed_used(partition):
+                continue
+            root = partition_root(self.speed_root, partition)
+            for segment in snapshot.segments:
+                if segment.start >= self.cutoff(partition) and view in segment.views:
+                    files.append(str((root / segment.folder / f"{view}.parquet").resolve()))
+        return files
+
+
+def resolve(settings: Settings) -> ServingSnapshot:
+    batch = read_current(settings.batch_views_path)
+    speed = {p: read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)}
+    return ServingSnapshot(settings.batch_views_path, settings.speed_views_path, batch, speed, datetime.now(UTC))

@@ -1,0 +1,52 @@
+"""Traffic for tests: a realistic mix of sources with every fault turned on, produced in the background."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+from lambda_contracts.serde import JsonSerde
+from lambda_contracts.settings import Settings
+from sources.producer import BatchingProducer
+from sources.run import build_simulators, run_simulation
+from sources.simulators import Simulator
+
+
+def lively_simulators(
+    seed: int,
+    start: datetime | None = None,
+    rate: float = 300.0,
+    duplicate_share: float = 0.03,
+    malformed_share: float = 0.02,
+) -> list[Simulator]:
+    """Web, app and sensors with late (up to 2 h), duplicate and malformed records."""
+    return build_simulators(
+        ["web", "app", "sensor"],
+        rate=rate,
+        serde=JsonSerde(),
+        start=start or datetime.now(UTC),
+        seed=seed,
+        late_share=0.2,
+        max_lateness=timedelta(hours=2),
+        duplicate_share=duplicate_share,
+        malformed_share=malformed_share,
+    )
+
+
+@contextmanager
+def producing(settings: Settings, simulators: list[Simulator]) -> Iterator[None]:
+    """Produce in real time while the block runs; every record sent is acknowledged on exit."""
+    stop = threading.Event()
+    thread = threading.Thread(
+        target=run_simulation,
+        args=(simulators, BatchingProducer(settings, settings.events_topic)),
+        kwargs={"stop": stop, "realtime": True},
+    )
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
