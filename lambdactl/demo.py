@@ -73,7 +73,7 @@ def run_demo(
             echo(f"  DAG batch_views advances the batch views every {settings.batch_interval_minutes} min")
         echo("query the merged views (batch + speed) from another terminal, for example:")
         echo(f'  {sys.executable.rsplit("/", 1)[0]}/lambdactl sql "{SAMPLE_QUERY}"')
-        echo(f"  duckdb -readonly {settings.serving_database.resolve()}  (any DuckDB CLI; reopen it to refresh)")
+        echo(f"  duckdb -readonly {settings.serving_database.absolute()}  (any DuckDB CLI; reopen it to refresh)")
         echo("monitor: valid events per second as they arrive; Ctrl-C stops everything")
         if duration_s is not None:
             timer = threading.Timer(duration_s, stop.set)

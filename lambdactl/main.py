@@ -322,16 +322,17 @@ def sql(
 @friendly_errors
 def serve() -> None:
     """Keep the DuckDB database file of merged views fresh (for the DuckDB CLI and BI tools)."""
-    from serving_layer.database_file import write_database_file
+    from serving_layer.database_file import publish_database_file
 
     settings = get_settings()
     stop = stop_on_signals()
-    path = write_database_file(settings)
+    publish_database_file(settings)
+    path = settings.serving_database.absolute()
     typer.echo(
         f"serving {path}: open it with `duckdb -readonly {path}`; renewed every {settings.serving_refresh_seconds}s"
     )
     while not stop.wait(settings.serving_refresh_seconds):
-        write_database_file(settings)
+        publish_database_file(settings)
 
 
 @app.command("lake")

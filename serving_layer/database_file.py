@@ -1,35 +1,69 @@
-"""A DuckDB database file of the serving relations, for the stock DuckDB CLI and BI tools.
+"""DuckDB database files of the merged views, for the stock DuckDB CLI and BI tools.
 
-The file holds only view definitions over the immutable files of one resolved snapshot. It is
-written under a temporary name and renamed into place, so a reader that has it open keeps a
-consistent snapshot; opening it again shows the newer one. ``lambdactl serve`` rewrites it every
-``serving_refresh_seconds``.
+DuckDB opens a database file several times by path while connecting, and reads a Parquet file's
+metadata and data in separate opens, so no path a reader may open is ever replaced. Instead,
+every ``serving_refresh_seconds`` ``lambdactl serve`` writes a new immutable database file
+(``versions/lambda-<n>.duckdb``) whose views name the immutable files of one resolved snapshot,
+then publishes its name in ``LATEST`` (written whole by rename). ``lambda.duckdb`` is a symlink
+to the newest file for convenience; opening it at the very instant it is renewed can fail, so
+tools that reconnect often should open the path in ``LATEST``. A session keeps the snapshot it
+opened; reconnect to see newer data. Files older than the speed layer's grace period may point
+at pruned speed segments, so long sessions reconnect.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import duckdb
 
+from lambda_contracts.atomic import write_atomically
 from lambda_contracts.settings import Settings
 from serving_layer.relations import relations
 from serving_layer.snapshot import resolve
 
+LATEST = "LATEST"
+VERSIONS = "versions"
+KEEP_FILES = 5
 
-def write_database_file(settings: Settings) -> Path:
-    target = settings.serving_database.resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
+
+def latest_database(settings: Settings) -> Path:
+    """The newest published database file (what ``LATEST`` names)."""
+    root = settings.serving_database.parent
+    return Path((root / LATEST).read_text().strip())
+
+
+def publish_database_file(settings: Settings) -> Path:
+    """Write a new database file over the current snapshot and make it the latest."""
+    root = settings.serving_database.parent.resolve()
+    folder = root / VERSIONS
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"lambda-{time.time_ns()}.duckdb"
+    temporary = target.with_name(f".{target.name}.tmp")
     connection = duckdb.connect(str(temporary))
     try:
-        connection.execute("SET TimeZone = 'UTC'")
         for name, sql in relations(resolve(settings)).items():
             connection.execute(f"CREATE VIEW {name} AS {sql}")
         connection.execute("CHECKPOINT")
     finally:
         connection.close()
     temporary.replace(target)
+    write_atomically(root / LATEST, f"{target}\n")
+    link = root / settings.serving_database.name
+    staging = root / f".{link.name}.{os.getpid()}.link"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(target)
+    staging.replace(link)
+    _prune(folder, settings.speed_prune_grace_seconds)
     return target
+
+
+def _prune(folder: Path, grace_seconds: float) -> None:
+    """Delete database files that are neither among the newest nor younger than the grace period."""
+    files = sorted(folder.glob("lambda-*.duckdb"), key=lambda p: int(p.stem.split("-")[1]))
+    cutoff = time.time() - grace_seconds
+    for old in files[:-KEEP_FILES]:
+        if old.stat().st_mtime < cutoff:
+            old.unlink(missing_ok=True)

@@ -33,15 +33,25 @@ def _rows(view: View, files: list[str]) -> str:
     return f"SELECT {columns} FROM read_parquet([{listing}], hive_partitioning = false)"
 
 
+def batch_rows(view: View, snapshot: ServingSnapshot) -> str:
+    """The batch view's rows of the snapshot's version (events below the cutoff)."""
+    return _rows(view, snapshot.batch_files(view.name))
+
+
+def speed_partials(view: View, snapshot: ServingSnapshot) -> str:
+    """Per-segment speed rows from the cutoff on, as a relation to merge."""
+    return f"({_rows(view, snapshot.speed_files(view.name))}) AS partials"
+
+
 def relations(snapshot: ServingSnapshot) -> dict[str, str]:
     """Relation name -> SELECT statement, all over the same snapshot."""
     out: dict[str, str] = {}
     for view in VIEWS:
-        batch = _rows(view, snapshot.batch_files(view.name))
+        batch = batch_rows(view, snapshot)
         speed = _rows(view, snapshot.speed_files(view.name))
         out[view.name] = view.merge_sql(f"({batch} UNION ALL {speed}) AS partials")
         out[f"{view.name}_batch"] = batch
-        out[f"{view.name}_speed"] = view.merge_sql(f"({speed}) AS partials")
+        out[f"{view.name}_speed"] = view.merge_sql(speed_partials(view, snapshot))
     out[STATUS] = status_sql(snapshot)
     return out
 
