@@ -371,6 +371,20 @@ def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] 
         typer.echo(line)
 
 
+@bench_app.command("freshness")
+@friendly_errors
+def bench_freshness(
+    rate: Annotated[float, typer.Option(help="Sustained events/s while measuring freshness.")] = 10_000,
+    seconds: Annotated[float, typer.Option(help="How long to sustain it.")] = 30,
+    events: Annotated[int, typer.Option(help="Events for the throughput comparison.")] = 200_000,
+) -> None:
+    """Produce-to-visible p50/p99, speed events/s against a bare consumer, merged-query latency."""
+    from speed_layer.benchmark import report, run_freshness_benchmark
+
+    for line in report(run_freshness_benchmark(get_settings(), rate, seconds, events, show=typer.echo)):
+        typer.echo(line)
+
+
 @app.command("demo")
 @friendly_errors
 def demo(

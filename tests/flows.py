@@ -6,6 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
@@ -50,3 +51,18 @@ def producing(settings: Settings, simulators: list[Simulator]) -> Iterator[None]
     finally:
         stop.set()
         thread.join()
+
+
+def whole_platform_settings(kafka: Settings, data_dir: Path) -> Settings:
+    """Settings for a test that runs sink, speed worker and batch together, with quick cadences."""
+    return kafka.model_copy(
+        update={
+            "data_dir": data_dir,
+            "lake_flush_seconds": 0.3,
+            "lake_sink_group": f"sink-{kafka.events_topic}",
+            "speed_group": f"speed-{kafka.events_topic}",
+            "speed_segment_seconds": 1.0,
+            "speed_publish_ms": 200,
+            "speed_prune_grace_seconds": 4.0,
+        }
+    )

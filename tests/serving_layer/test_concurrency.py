@@ -24,24 +24,14 @@ from lambda_contracts.settings import Settings
 from serving_layer.database_file import publish_database_file
 from speed_layer.worker import SpeedWorker
 from tests.conftest import REPO, settings_env
-from tests.flows import lively_simulators, producing
+from tests.flows import lively_simulators, producing, whole_platform_settings
 
 pytestmark = pytest.mark.integration
 READ_SECONDS = 40.0
 
 
 def test_readers_never_fail_nor_see_two_versions(kafka: Settings, spark: SparkSession, tmp_path: Path) -> None:
-    settings = kafka.model_copy(
-        update={
-            "data_dir": tmp_path,
-            "lake_flush_seconds": 0.3,
-            "lake_sink_group": f"sink-{kafka.events_topic}",
-            "speed_group": f"speed-{kafka.events_topic}",
-            "speed_segment_seconds": 1.0,
-            "speed_publish_ms": 200,
-            "speed_prune_grace_seconds": 3.0,
-        }
-    )
+    settings = whole_platform_settings(kafka, tmp_path)
     stop = threading.Event()
 
     def serve() -> None:

@@ -24,7 +24,7 @@ from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS
 from serving_layer.query import serving_connection
 from speed_layer.worker import SpeedWorker
-from tests.flows import lively_simulators, producing
+from tests.flows import lively_simulators, producing, whole_platform_settings
 from tests.kafka_helpers import read_topic
 from tests.oracle import first_copies, normalised_rows, view_rows
 
@@ -57,17 +57,7 @@ def compare(settings: Settings) -> tuple[int, bool]:
 def test_merged_views_equal_a_recompute_while_everything_runs(
     kafka: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
-    settings = kafka.model_copy(
-        update={
-            "data_dir": tmp_path,
-            "lake_flush_seconds": 0.3,
-            "lake_sink_group": f"sink-{kafka.events_topic}",
-            "speed_group": f"speed-{kafka.events_topic}",
-            "speed_segment_seconds": 1.0,
-            "speed_publish_ms": 200,
-            "speed_prune_grace_seconds": 4.0,
-        }
-    )
+    settings = whole_platform_settings(kafka, tmp_path)
     stop = threading.Event()
     services = [
         threading.Thread(target=LakeSink(settings).run, args=(stop,)),

@@ -18,6 +18,7 @@ from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import VIEWS
+from serving_layer.query import query
 from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
 from tests.conftest import settings_env
 from tests.flows import lively_simulators, producing
@@ -99,4 +100,6 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
     published = speed_rows(settings)
     for view in VIEWS:
         assert published[view.name] == view_rows(events, view), view.name
+        merged = normalised_rows(query(settings, f"SELECT * FROM {view.name}"))
+        assert merged == view_rows(events, view), f"merged {view.name} (no batch yet: all speed)"
     assert sum(1 for line in logs[0].read_text().splitlines() if "took partition" in line) >= 1

@@ -1,0 +1,268 @@
+"""Freshness benchmark: produce-to-visible latency, speed throughput, merged-query latency.
+
+1. At a sustained rate (10,000 events/s by default) with a speed worker in its own process,
+   marker readings (one device each, every 100 ms) are produced and the merged view is polled
+   until each appears: p50 and p99 of produce-to-visible.
+2. The speed layer's events/s over a pre-filled topic, next to a bare kafka-python
+   consume-and-``json.loads`` loop over the same records, in the same run.
+3. A merged-view query (snapshot resolution included) next to the same query on a single
+   pre-merged table: p50 and p99.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+from kafka import TopicPartition
+
+from infra.topics import ensure_topics
+from lambda_contracts import duck
+from lambda_contracts.events import SensorReading, SensorReadingPayload
+from lambda_contracts.kafka_clients import admin_client, new_consumer
+from lambda_contracts.serde import JsonSerde
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.topics import platform_topics
+from serving_layer.query import query, serving_connection
+from sources.producer import BatchingProducer
+from sources.run import build_simulators, run_simulation
+from sources.simulators import merged_records
+from speed_layer.worker import SpeedWorker
+
+MARKER_EVERY_S = 0.1
+SAMPLE_QUERY = "SELECT page, sum(views) AS views FROM page_views_per_minute GROUP BY page ORDER BY views DESC LIMIT 10"
+
+
+@dataclass(frozen=True)
+class FreshnessFigures:
+    rate: float
+    achieved_rate: float
+    markers: int
+    p50_s: float
+    p99_s: float
+    speed_events_per_s: float
+    bare_events_per_s: float
+    merged_p50_ms: float
+    merged_p99_ms: float
+    premerged_p50_ms: float
+    premerged_p99_ms: float
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def _isolated(settings: Settings, folder: Path) -> Settings:
+    suffix = uuid.uuid4().hex[:8]
+    isolated = settings.model_copy(
+        update={
+            "data_dir": folder,
+            "events_topic": f"bench.events.{suffix}",
+            "dead_letter_topic": f"bench.events.{suffix}.dlq",
+            "speed_group": f"bench-speed-{suffix}",
+        }
+    )
+    with admin_client(isolated) as admin:
+        ensure_topics(admin, platform_topics(isolated))
+    return isolated
+
+
+def _marker(index: int) -> tuple[bytes, bytes]:
+    event = SensorReading(
+        event_id=uuid.uuid4(),
+        source="sensor",
+        event_time=datetime.now(UTC),
+        entity_key=f"bench-{index:06d}",
+        schema_version=1,
+        event_type="sensor_reading",
+        payload=SensorReadingPayload(metric="temperature_c", value=Decimal("20.000"), firmware="bench"),
+    )
+    return event.entity_key.encode(), JsonSerde().encode(event)
+
+
+def measure_freshness(settings: Settings, rate: float, seconds: float, show: Callable[[str], None]) -> dict[str, float]:
+    env = {**_environ(), **settings.as_env()}
+    worker = subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stderr=subprocess.DEVNULL)
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            rows = query(settings, "SELECT device_id FROM sensor_stats_per_minute WHERE device_id LIKE 'bench-%'")
+            now = time.monotonic()
+            for device in rows.column("device_id").to_pylist():
+                seen.setdefault(device, now)
+            time.sleep(0.01)
+
+    try:
+        simulators = build_simulators(
+            ["web", "app", "sensor"], rate=rate / 3, serde=JsonSerde(), start=datetime.now(UTC), seed=3
+        )
+        producer = BatchingProducer(settings, settings.events_topic)
+        poller = threading.Thread(target=poll, daemon=True)
+        started = time.monotonic()
+        next_marker = started + 2.0  # let the worker join its group first
+        counter = itertools.count()
+
+        def on_record(_: object) -> None:
+            nonlocal next_marker
+            now = time.monotonic()
+            if now >= next_marker:
+                key, value = _marker(next(counter))
+                sent[key.decode()] = time.monotonic()
+                producer.send(key, value)
+                next_marker = now + MARKER_EVERY_S
+                if not poller.is_alive():
+                    poller.start()
+
+        report = run_simulation(simulators, producer, duration_s=seconds, realtime=True, on_record=on_record)
+        deadline = time.monotonic() + 10
+        while len(seen) < len(sent) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        show(
+            f"  produced {report.records:,} records in {report.seconds:.1f}s ({report.rate:,.0f}/s), "
+            f"{len(sent)} markers"
+        )
+    finally:
+        stop.set()
+        worker.terminate()
+        worker.wait(timeout=60)
+    latencies = [seen[m] - sent[m] for m in sent if m in seen]
+    return {
+        "achieved": report.rate,
+        "markers": float(len(latencies)),
+        "missing": float(len(sent) - len(latencies)),
+        "p50": _percentile(latencies, 0.5),
+        "p99": _percentile(latencies, 0.99),
+    }
+
+
+def measure_throughput(settings: Settings, events: int, show: Callable[[str], None]) -> tuple[float, float]:
+    simulators = build_simulators(
+        ["web", "app", "sensor"], rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=9
+    )
+    producer = BatchingProducer(settings, settings.events_topic)
+    for record in itertools.islice(merged_records(simulators), events):
+        producer.send(record.key, record.value)
+    producer.close()
+    show(f"  topic pre-filled with {events:,} events")
+
+    consumer = new_consumer(settings, group_id=None, max_poll_records=20_000)
+    tps = [TopicPartition(settings.events_topic, p) for p in range(settings.topic_partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    started, parsed = time.perf_counter(), 0
+    while parsed < events:
+        for batch in consumer.poll(timeout_ms=500).values():
+            for record in batch:
+                json.loads(record.value)
+                parsed += 1
+    bare = events / (time.perf_counter() - started)
+    consumer.close(autocommit=False)
+
+    stop = threading.Event()
+    worker = SpeedWorker(settings)
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    started = time.perf_counter()
+    thread.start()
+    ends = {p: 0 for p in range(settings.topic_partitions)}
+    ends.update({tp.partition: offset for tp, offset in _end_offsets(settings, tps).items()})
+    while True:
+        snapshots = [read_snapshot(settings.speed_views_path, p) for p in ends]
+        if all(s is not None and s.next_offset >= ends[s.partition] for s in snapshots if s) and all(snapshots):
+            break
+        time.sleep(0.02)
+    speed = events / (time.perf_counter() - started)
+    stop.set()
+    thread.join()
+    return speed, bare
+
+
+def _end_offsets(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        return dict(consumer.end_offsets(tps))
+    finally:
+        consumer.close(autocommit=False)
+
+
+def measure_queries(settings: Settings, runs: int = 50) -> tuple[list[float], list[float]]:
+    merged = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        query(settings, SAMPLE_QUERY)
+        merged.append((time.perf_counter() - started) * 1000)
+    connection = serving_connection(settings)
+    premerged_connection = duck.connect()
+    premerged_connection.register("source", connection.sql("SELECT * FROM page_views_per_minute").to_arrow_table())
+    premerged_connection.execute("CREATE TABLE page_views_per_minute AS SELECT * FROM source")
+    premerged = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        premerged_connection.sql(SAMPLE_QUERY).fetchall()
+        premerged.append((time.perf_counter() - started) * 1000)
+    return merged, premerged
+
+
+def run_freshness_benchmark(
+    settings: Settings,
+    rate: float = 10_000,
+    seconds: float = 30,
+    events: int = 200_000,
+    show: Callable[[str], None] = print,
+) -> FreshnessFigures:
+    with tempfile.TemporaryDirectory(prefix="freshness-") as folder:
+        show(f"1. produce-to-visible at {rate:,.0f} events/s for {seconds:.0f}s (speed worker in its own process)")
+        fresh = measure_freshness(_isolated(settings, Path(folder) / "fresh"), rate, seconds, show)
+        show(f"2. speed layer throughput against a bare consume-and-parse loop, {events:,} events")
+        throughput_settings = _isolated(settings, Path(folder) / "throughput")
+        speed, bare = measure_throughput(throughput_settings, events, show)
+        show("3. merged-view query against the same query on a pre-merged table")
+        merged, premerged = measure_queries(throughput_settings)
+    return FreshnessFigures(
+        rate=rate,
+        achieved_rate=fresh["achieved"],
+        markers=int(fresh["markers"]),
+        p50_s=fresh["p50"],
+        p99_s=fresh["p99"],
+        speed_events_per_s=speed,
+        bare_events_per_s=bare,
+        merged_p50_ms=statistics.median(merged),
+        merged_p99_ms=_percentile(merged, 0.99),
+        premerged_p50_ms=statistics.median(premerged),
+        premerged_p99_ms=_percentile(premerged, 0.99),
+    )
+
+
+def report(f: FreshnessFigures) -> list[str]:
+    return [
+        f"produce-to-visible at {f.achieved_rate:,.0f} events/s ({f.markers} markers): "
+        f"p50 {f.p50_s * 1000:,.0f} ms, p99 {f.p99_s * 1000:,.0f} ms (target p99 <= 1000 ms: "
+        f"{'met' if f.p99_s <= 1 else 'NOT met'})",
+        f"speed layer {f.speed_events_per_s:,.0f} events/s, "
+        f"bare consume+json.loads {f.bare_events_per_s:,.0f} events/s,"
+        f" ratio {f.speed_events_per_s / f.bare_events_per_s:.2f} (target >= 0.8: "
+        f"{'met' if f.speed_events_per_s / f.bare_events_per_s >= 0.8 else 'NOT met'})",
+        f"merged-view query p50 {f.merged_p50_ms:.1f} ms p99 {f.merged_p99_ms:.1f} ms; pre-merged table "
+        f"p50 {f.premerged_p50_ms:.1f} ms p99 {f.premerged_p99_ms:.1f} ms",
+    ]
+
+
+def _environ() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
