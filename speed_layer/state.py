@@ -45,11 +45,13 @@ class PartitionState:
     dedup: list[Pending] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     changed: bool = False
+    pending: list[Accepted] = field(default_factory=list)
+    """New events not yet aggregated: they are aggregated together at the next ``settle``."""
     last_open_folder: str | None = None
     """Where the last publish wrote the still-open segment (superseded by the next publish)."""
 
-    def take(self, accepted: list[Accepted], end_offset: int, connection: duckdb.DuckDBPyConnection) -> int:
-        """Count the new events among ``accepted`` into the open segment; returns how many were new.
+    def take(self, accepted: list[Accepted], end_offset: int) -> int:
+        """Keep the new events among ``accepted`` for the open segment; returns how many were new.
 
         ``end_offset`` is one past the last record consumed (invalid ones included).
         """
@@ -63,10 +65,16 @@ class PartitionState:
                 fresh.append(item)
         if fresh:
             self.open_ids.extend((str(item.event.event_id), item.offset) for item in fresh)
-            self._aggregate(events_to_arrow(fresh), connection)
+            self.pending.extend(fresh)
         self.next_offset = end_offset
         self.changed = True
         return len(fresh)
+
+    def settle(self, connection: duckdb.DuckDBPyConnection) -> None:
+        """Aggregate the pending events into the open segment: one vectorized pass per view."""
+        if self.pending:
+            events, self.pending = events_to_arrow(self.pending), []
+            self._aggregate(events, connection)
 
     def _aggregate(self, events: pa.Table, connection: duckdb.DuckDBPyConnection) -> None:
         connection.register("micro_batch", events)
@@ -105,7 +113,7 @@ class PartitionState:
     def restart_at(self, offset: int) -> None:
         """Drop everything at or above ``offset`` and continue from there (the caller seeks Kafka)."""
         self.open_start = self.next_offset = offset
-        self.open_rows, self.open_ids = {}, []
+        self.open_rows, self.open_ids, self.pending = {}, [], []
         self.last_open_folder = None
         self.seen = {event_id: first for event_id, first in self.seen.items() if first < offset}
 

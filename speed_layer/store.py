@@ -44,6 +44,8 @@ def current_sequence(speed_root: Path, partition: int) -> int:
 
 def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSnapshot:
     """Publish the partition's state; with ``seal`` the open segment becomes immutable."""
+    if state.pending:
+        raise RuntimeError("settle the partition state before publishing it: pending events would be lost")
     root = partition_root(speed_root, state.partition)
     with folder_lock(root):
         if current_sequence(speed_root, state.partition) != state.sequence:

@@ -132,7 +132,7 @@ class SpeedWorker:
             return
         accepted, rejected = split(fresh, self.serde, rejected_by=self.group)
         self.dead_letters.publish(rejected)
-        self.events_counted += state.take(accepted, fresh[-1].offset + 1, self.connection)
+        self.events_counted += state.take(accepted, fresh[-1].offset + 1)
 
     def _publish_due(self, force: bool = False) -> None:
         interval = self.settings.speed_publish_ms / 1000
@@ -145,6 +145,7 @@ class SpeedWorker:
             if not state.changed and not seal:
                 continue
             previous_open = state.last_open_folder
+            state.settle(self.connection)
             try:
                 publish(state, self.root, seal=seal)
             except LostPartitionError as lost:

@@ -118,6 +118,12 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
             assert demo.poll() is None, "the demo ended early"
             assert time.monotonic() < deadline, "no batch view version was published"
             time.sleep(1)
+        status = lambdactl(env, "sql", "SELECT min(batch_version) AS v, bool_and(speed_used) AS s FROM serving_status")
+        assert status.returncode == 0, status.stderr
+        answer = lambdactl(env, "sql", "SELECT sum(views) AS views FROM page_views_per_minute")
+        assert answer.returncode == 0 and "views" in answer.stdout, answer.stderr
+        refused = lambdactl(env, "sql", "CREATE TABLE t AS SELECT 1")
+        assert refused.returncode == 1 and "only SELECT" in refused.stderr
     finally:
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=180)

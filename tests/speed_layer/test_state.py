@@ -66,8 +66,11 @@ def test_incremental_micro_batches_equal_a_from_scratch_computation() -> None:
     while position < len(items):
         size = rng.randint(1, 400)
         chunk = items[position : position + size]
-        state.take(chunk, chunk[-1].offset + 1, connection)
+        state.take(chunk, chunk[-1].offset + 1)
+        if rng.random() < 0.5:  # settle at random points: merges of merges
+            state.settle(connection)
         position += size
+    state.settle(connection)
     assert len(state.seen) < len(items), "the sample has redeliveries"
     assert rows_of(state) == expected(items)
 
@@ -76,10 +79,12 @@ def test_restarting_inside_the_state_recounts_exactly() -> None:
     items = accepted_records(2000)
     connection = duck.connect()
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(items, items[-1].offset + 1, connection)
+    state.take(items, items[-1].offset + 1)
+    state.settle(connection)
     state.restart_at(1200)  # a batch cutoff that fell inside the segment
     again = [item for item in items if item.offset >= 1200]
-    state.take(again, again[-1].offset + 1, connection)
+    state.take(again, again[-1].offset + 1)
+    state.settle(connection)
     assert rows_of(state) == expected(items, from_offset=1200), "events first seen below 1200 stay excluded"
 
 
@@ -87,9 +92,11 @@ def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
     items = accepted_records(1500)
     connection = duck.connect()
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(items[:700], items[699].offset + 1, connection)
+    state.take(items[:700], items[699].offset + 1)
+    state.settle(connection)
     sealed = publish(state, tmp_path, seal=True)
-    state.take(items[700:], items[-1].offset + 1, connection)
+    state.take(items[700:], items[-1].offset + 1)
+    state.settle(connection)
     publish(state, tmp_path, seal=False)
     snapshot = read_snapshot(tmp_path, 0)
     assert snapshot is not None and snapshot.sequence == 2 and sealed.sequence == 1
