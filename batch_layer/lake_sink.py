@@ -23,7 +23,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from batch_layer.lake import FencedError, Lake
 from lambda_contracts.columns import events_to_arrow, with_ingest_time
 from lambda_contracts.intake import Accepted, DeadLetterPublisher, KafkaRecord, split
-from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 
@@ -63,7 +63,7 @@ class LakeSink:
 
     def run(self, stop: threading.Event) -> SinkStats:
         self.lake.ensure_table()
-        self.consumer.subscribe([self.topic])
+        subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)

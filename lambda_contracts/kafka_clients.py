@@ -7,11 +7,13 @@ twice and an acknowledged record survives a broker restart.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from lambda_contracts.settings import Settings
 
@@ -52,6 +54,21 @@ def new_consumer(settings: Settings, group_id: str | None, **overrides: Any) -> 
     }
     config.update(overrides)
     return KafkaConsumer(**config)
+
+
+def subscribe_when_known(consumer: KafkaConsumer, topic: str, timeout_s: float = 30.0) -> None:
+    """Subscribe once the client knows the topic's partitions.
+
+    A member that joins its group before its metadata lists the topic is assigned nothing by the
+    range assignor (kafka-python logs "No partition metadata") and may stay idle; fetching the
+    partitions first avoids that.
+    """
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise KafkaTimeoutError(f"topic {topic} has no partitions after {timeout_s:.0f}s: create it first")
+        time.sleep(0.1)  # the client is fetching metadata; asking again is the readiness check
+    consumer.subscribe([topic])
 
 
 @contextmanager

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts.intake import DeadLetterPublisher, split
-from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 
@@ -60,7 +60,7 @@ def run_monitor(
     """Consume until ``stop`` is set, calling ``show`` about every ``every_s`` seconds."""
     serde = get_serde(settings.serde)
     consumer = new_consumer(settings, group_id)
-    consumer.subscribe([settings.events_topic])
+    subscribe_when_known(consumer, settings.events_topic)
     publisher = DeadLetterPublisher(settings)
     totals = MonitorTotals()
     window_start, window_count = time.monotonic(), 0

@@ -22,7 +22,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts import duck
 from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord, split
-from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.manifest import current_version, read_manifest
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
@@ -53,7 +53,7 @@ class SpeedWorker:
         self.events_counted = 0
 
     def run(self, stop: threading.Event) -> None:
-        self.consumer.subscribe([self.topic])
+        subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
                 batches = self.consumer.poll(timeout_ms=100)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,3 +67,15 @@ def whole_platform_settings(kafka: Settings, data_dir: Path) -> Settings:
             "speed_prune_grace_seconds": 4.0,
         }
     )
+
+
+@contextmanager
+def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Kill every process added to the list when the block ends, even if the test failed."""
+    try:
+        yield processes
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait()

@@ -17,7 +17,7 @@ from lambda_contracts.kafka_clients import new_consumer
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing
+from tests.flows import lively_simulators, producing, reaped
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -71,26 +71,28 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
     env = settings_env(settings)
     rng = random.Random(3)
     killed_logs: list[Path] = []
-    with producing(settings, lively_simulators(seed=21)):
-        for round_number in range(6):
-            logs = [tmp_path / f"sink-{round_number}-{i}.log" for i in range(2 if round_number % 2 else 1)]
-            sinks = [start_sink(env, log) for log in logs]
-            for log in logs:
-                wait_for_line(log, "took partitions")
-            for index, (sink, log) in enumerate(zip(sinks, logs, strict=True)):
-                if index:  # the survivor of a rebalance takes over the dead member's partitions
-                    wait_for_line(log, "took partitions", count=2)
-                time.sleep(rng.uniform(0.2, 1.5))  # a random instant to crash at, not a wait for readiness
-                sink.kill()
-                sink.wait()
-                killed_logs.append(log)
-    survivor_log = tmp_path / "survivor.log"
-    survivor = start_sink(env, survivor_log)
-    try:
-        wait_until_lake_complete(settings)
-    finally:
-        survivor.terminate()
-        assert survivor.wait(timeout=60) == 0, survivor_log.read_text()[-3000:]
+    with reaped([]) as children:
+        with producing(settings, lively_simulators(seed=21)):
+            for round_number in range(6):
+                logs = [tmp_path / f"sink-{round_number}-{i}.log" for i in range(2 if round_number % 2 else 1)]
+                sinks = [start_sink(env, log) for log in logs]
+                children.extend(sinks)
+                for log in logs:
+                    wait_for_line(log, "took partitions")
+                for index, (sink, log) in enumerate(zip(sinks, logs, strict=True)):
+                    if index:  # the survivor of a rebalance takes over the dead member's partitions
+                        wait_for_line(log, "took partitions", count=2)
+                    time.sleep(rng.uniform(0.2, 1.5))  # a random instant to crash at, not a wait for readiness
+                    sink.kill()
+                    sink.wait()
+                    killed_logs.append(log)
+        survivor_log = tmp_path / "survivor.log"
+        survivor = start_sink(env, survivor_log)
+        try:
+            wait_until_lake_complete(settings)
+        finally:
+            survivor.terminate()
+            assert survivor.wait(timeout=60) == 0, survivor_log.read_text()[-3000:]
 
     records = read_topic(settings, settings.events_topic)
     valid = {(r.partition, r.offset) for r in records if not isinstance(JsonSerde().decode(r.value), Rejection)}

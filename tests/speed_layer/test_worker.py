@@ -21,7 +21,7 @@ from lambda_contracts.views import VIEWS
 from serving_layer.query import query
 from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
 from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing
+from tests.flows import lively_simulators, producing, reaped
 from tests.kafka_helpers import read_topic
 from tests.oracle import first_copies, normalised_rows, view_rows
 
@@ -73,25 +73,29 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
     )
     env = settings_env(settings)
     rng = random.Random(5)
-    with producing(settings, lively_simulators(seed=17, duplicate_share=0.05)):
-        for round_number in range(4):
-            log = tmp_path / f"worker-{round_number}.log"
-            worker = start_worker(env, log)
-            wait_for_line(log, "speed worker took partition")
-            time.sleep(rng.uniform(0.5, 2.5))  # a random instant to crash at, not a wait for readiness
-            worker.kill()
-            worker.wait()
-        logs = [tmp_path / "first.log", tmp_path / "second.log"]
-        first = start_worker(env, logs[0])
-        wait_for_line(logs[0], "speed worker took partition")
-        second = start_worker(env, logs[1])  # a rebalance from one worker to two
-        wait_for_line(logs[1], "speed worker took partition")
-    try:
-        wait_until_published(settings)
-    finally:
-        for worker in (first, second):
-            worker.send_signal(signal.SIGTERM)
-            assert worker.wait(timeout=60) == 0
+    with reaped([]) as children:
+        with producing(settings, lively_simulators(seed=17, duplicate_share=0.05)):
+            for round_number in range(4):
+                log = tmp_path / f"worker-{round_number}.log"
+                worker = start_worker(env, log)
+                children.append(worker)
+                wait_for_line(log, "speed worker took partition")
+                time.sleep(rng.uniform(0.5, 2.5))  # a random instant to crash at, not a wait for readiness
+                worker.kill()
+                worker.wait()
+            logs = [tmp_path / "first.log", tmp_path / "second.log"]
+            first = start_worker(env, logs[0])
+            children.append(first)
+            wait_for_line(logs[0], "speed worker took partition")
+            second = start_worker(env, logs[1])  # a rebalance from one worker to two
+            children.append(second)
+            wait_for_line(logs[1], "speed worker took partition")
+        try:
+            wait_until_published(settings)
+        finally:
+            for worker in (first, second):
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(timeout=60) == 0
 
     records = read_topic(settings, settings.events_topic)
     accepted, rejected = split(records, JsonSerde(), rejected_by="oracle")
