@@ -179,7 +179,6 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
     stop = threading.Event()
     worker = SpeedWorker(settings)
     thread = threading.Thread(target=worker.run, args=(stop,))
-    started = time.perf_counter()
     thread.start()
     ends = {p: 0 for p in range(settings.topic_partitions)}
     ends.update({tp.partition: offset for tp, offset in _end_offsets(settings, tps).items()})
@@ -188,7 +187,8 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
         if all(s is not None and s.next_offset >= ends[s.partition] for s in snapshots if s) and all(snapshots):
             break
         time.sleep(0.02)
-    speed = events / (time.perf_counter() - started)
+    assert worker.first_assignment_at is not None
+    speed = events / (time.monotonic() - worker.first_assignment_at)  # the group join is start-up, not throughput
     stop.set()
     thread.join()
     return speed, bare

@@ -51,6 +51,8 @@ class SpeedWorker:
         self._last_publish = time.monotonic()
         self._garbage: list[tuple[float, Path]] = []
         self.events_counted = 0
+        self.first_assignment_at: float | None = None
+        """When the group first gave this worker partitions (monotonic), for throughput figures."""
 
     def run(self, stop: threading.Event) -> None:
         subscribe_when_known(self.consumer, self.topic)
@@ -74,6 +76,8 @@ class SpeedWorker:
         assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
         for partition in set(self.states) - assigned:
             del self.states[partition]  # the new owner resumes from what we published
+        if assigned and self.first_assignment_at is None:
+            self.first_assignment_at = time.monotonic()
         for partition in sorted(assigned - set(self.states)):
             cutoff = self._cutoffs.get(partition, 0)
             state = restore(self.root, partition, cutoff)
