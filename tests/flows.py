@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -79,3 +80,12 @@ def reaped(processes: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess
             if process.poll() is None:
                 process.kill()
             process.wait()
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2) -> None:
+    """Poll a real signal until it holds, within a bounded time; ``what`` names it in the failure."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout_s:.0f}s")
+        time.sleep(every_s)

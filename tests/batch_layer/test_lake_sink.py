@@ -17,7 +17,7 @@ from lambda_contracts.kafka_clients import new_consumer
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing, reaped
+from tests.flows import lively_simulators, producing, reaped, wait_for
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -40,12 +40,7 @@ def end_offsets(settings: Settings) -> dict[int, int]:
 def wait_until_lake_complete(settings: Settings, timeout_s: float = 90) -> None:
     """Poll the lake's committed offsets (the real signal) until they reach the topic's end."""
     lake, ends = Lake(settings.lake_path, settings.events_topic), end_offsets(settings)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if lake.committed_offsets(ends) == ends:
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"lake offsets {lake.committed_offsets(ends)} never reached {ends}")
+    wait_for(lambda: lake.committed_offsets(ends) == ends, timeout_s, f"the lake reaching offsets {ends}")
 
 
 def wait_for_line(log: Path, text: str, count: int = 1, timeout_s: float = 60) -> None:

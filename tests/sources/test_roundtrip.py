@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter, defaultdict
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pytest
 
@@ -12,8 +12,9 @@ from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from sources.knobs import SimRecord
 from sources.producer import BatchingProducer, kafka_partition
-from sources.run import build_simulators, run_simulation
+from sources.run import run_simulation
 from sources.simulators import merged_records
+from tests.flows import lively_simulators
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
@@ -21,16 +22,8 @@ COUNT = 6000
 
 
 def simulators() -> list:  # type: ignore[type-arg]
-    return build_simulators(
-        ["web", "app", "sensor"],
-        rate=2000.0,
-        serde=JsonSerde(),
-        start=datetime(2026, 11, 24, 12, tzinfo=UTC),
-        seed=5,
-        late_share=0.2,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.02,
-        malformed_share=0.01,
+    return lively_simulators(
+        seed=5, start=datetime(2026, 11, 24, 12, tzinfo=UTC), rate=2000.0, duplicate_share=0.02, malformed_share=0.01
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,26 +16,19 @@ from lambda_contracts.intake import Accepted, split
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS
-from sources.run import build_simulators
 from sources.simulators import merged_records
 from speed_layer.state import PartitionState
 from speed_layer.store import LostPartitionError, publish, restore
 from tests.fakes import FakeRecord
+from tests.flows import lively_simulators
 from tests.oracle import first_copies, view_rows
 
 pytestmark = pytest.mark.unit
 
 
 def accepted_records(count: int) -> list[Accepted]:
-    simulators = build_simulators(
-        ["web", "app", "sensor"],
-        rate=40.0,
-        serde=JsonSerde(),
-        start=datetime(2026, 11, 24, 9, tzinfo=UTC),
-        seed=13,
-        late_share=0.3,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.1,
+    simulators = lively_simulators(
+        seed=13, start=datetime(2026, 11, 24, 9, tzinfo=UTC), rate=40.0, duplicate_share=0.1, malformed_share=0.0
     )
     records = [
         FakeRecord(r.value, offset) for offset, r in enumerate(itertools.islice(merged_records(simulators), count))

@@ -21,7 +21,7 @@ from lambda_contracts.views import VIEWS
 from serving_layer.query import query
 from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
 from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing, reaped
+from tests.flows import lively_simulators, producing, reaped, wait_for
 from tests.kafka_helpers import read_topic
 from tests.oracle import first_copies, normalised_rows, view_rows
 
@@ -36,13 +36,12 @@ def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
 def wait_until_published(settings: Settings, timeout_s: float = 90) -> None:
     """Poll the published snapshots (the real signal) until they reach the end of every partition."""
     ends = end_offsets(settings)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def published_to_the_end() -> bool:
         snapshots = {p: read_snapshot(settings.speed_views_path, p) for p in ends}
-        if all(s is not None and s.next_offset == ends[p] for p, s in snapshots.items()):
-            return
-        time.sleep(0.2)
-    raise TimeoutError("the speed layer never published up to the end of the topic")
+        return all(s is not None and s.next_offset == ends[p] for p, s in snapshots.items())
+
+    wait_for(published_to_the_end, timeout_s, "the speed layer publishing up to the end of the topic")
 
 
 def speed_rows(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
