@@ -1,11 +1,13 @@
 """One typed settings object, read once from the environment (prefix ``LAMBDA_``).
 
 Embedded and compose deployments differ only in these values, never in code paths.
-Nothing else in the project reads ``os.environ`` for configuration.
+Nothing else in the project reads ``os.environ`` for configuration; child processes get their
+settings back as LAMBDA_* variables (``child_environment``).
 """
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -107,6 +109,11 @@ class Settings(BaseSettings):
     def as_env(self) -> dict[str, str]:
         """These settings as LAMBDA_* variables, for the child processes of a supervisor."""
         return {f"LAMBDA_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+
+    def child_environment(self) -> dict[str, str]:
+        """This process's environment with exactly these settings as its LAMBDA_* variables."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
+        return inherited | self.as_env()
 
     @property
     def lake_path(self) -> Path:

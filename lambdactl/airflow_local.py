@@ -56,8 +56,7 @@ def admin_password(settings: Settings) -> str:
 def airflow_env(settings: Settings) -> dict[str, str]:
     """The process environment for Airflow: its config, plus the platform's LAMBDA_* settings."""
     home = airflow_home(settings)
-    env = dict(os.environ)
-    env.update(settings.as_env())
+    env = settings.child_environment()
     env.update(
         {
             "AIRFLOW_HOME": str(home),

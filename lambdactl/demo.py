@@ -9,7 +9,6 @@ the data for the next run.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -48,7 +47,7 @@ def run_demo(
     services: list[Service] = []
     stop = threading.Event()
     logs = settings.data_dir / "logs"
-    env = {**_inherited_env(), **settings.as_env()}
+    env = settings.child_environment()
     try:
         install_all(progress=echo)
         if broker is not None:
@@ -134,7 +133,3 @@ def batch_status(settings: Settings) -> str:
 
 def _lambdactl(*args: str) -> list[str]:
     return [sys.executable, "-m", "lambdactl", *args]
-
-
-def _inherited_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}

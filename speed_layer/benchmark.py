@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -96,7 +95,7 @@ def _marker(index: int) -> tuple[bytes, bytes]:
 
 
 def measure_freshness(settings: Settings, rate: float, seconds: float, show: Callable[[str], None]) -> dict[str, float]:
-    env = {**_environ(), **settings.as_env()}
+    env = settings.child_environment()
     worker = subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
@@ -262,7 +261,3 @@ def report(f: FreshnessFigures) -> list[str]:
         f"merged-view query p50 {f.merged_p50_ms:.1f} ms p99 {f.merged_p99_ms:.1f} ms; pre-merged table "
         f"p50 {f.premerged_p50_ms:.1f} ms p99 {f.premerged_p99_ms:.1f} ms",
     ]
-
-
-def _environ() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}

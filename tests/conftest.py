@@ -76,12 +76,6 @@ def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
     )
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment a subprocess needs to see ``settings`` (and nothing of the caller's LAMBDA_*)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
-    return env | settings.as_env()
-
-
 @pytest.fixture(scope="session")
 def broker_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Settings pointing at a running broker for the whole session."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -89,3 +90,9 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s
         if time.monotonic() > deadline:
             raise TimeoutError(f"{what} did not happen within {timeout_s:.0f}s")
         time.sleep(every_s)
+
+
+def start_lambdactl(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """A ``lambdactl`` subcommand as its own process, output appended to ``log``."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "lambdactl", *args], env=env, stdout=out, stderr=out)

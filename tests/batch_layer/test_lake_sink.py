@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,16 +14,10 @@ from batch_layer.lake import Lake
 from lambda_contracts.kafka_clients import new_consumer
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
-from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing, reaped, wait_for
+from tests.flows import lively_simulators, producing, reaped, start_lambdactl, wait_for
 from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.integration
-
-
-def start_sink(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "lambdactl", "lake-sink"], env=env, stdout=out, stderr=out)
 
 
 def end_offsets(settings: Settings) -> dict[int, int]:
@@ -63,14 +55,14 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
             "lake_sink_group": f"sink-{kafka.events_topic}",
         }
     )
-    env = settings_env(settings)
+    env = settings.child_environment()
     rng = random.Random(3)
     killed_logs: list[Path] = []
     with reaped([]) as children:
         with producing(settings, lively_simulators(seed=21)):
             for round_number in range(6):
                 logs = [tmp_path / f"sink-{round_number}-{i}.log" for i in range(2 if round_number % 2 else 1)]
-                sinks = [start_sink(env, log) for log in logs]
+                sinks = [start_lambdactl(env, log, "lake-sink") for log in logs]
                 children.extend(sinks)
                 for log in logs:
                     wait_for_line(log, "took partitions")
@@ -82,7 +74,7 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
                     sink.wait()
                     killed_logs.append(log)
         survivor_log = tmp_path / "survivor.log"
-        survivor = start_sink(env, survivor_log)
+        survivor = start_lambdactl(env, survivor_log, "lake-sink")
         try:
             wait_until_lake_complete(settings)
         finally:

@@ -12,7 +12,7 @@ from pyspark.sql import SparkSession
 from lambda_contracts.manifest import current_version, read_current
 from lambda_contracts.settings import Settings, get_settings
 from tests.batch_layer.test_batch_job import produce, sink_everything
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO
 
 EXPECTED = {"batch_views", "batch_recompute", "lake_maintenance"}
 
@@ -66,7 +66,7 @@ def test_batch_views_dag_publishes_a_new_version(
 
     produce(settings, seed=4, start=datetime(2026, 11, 24, 6, tzinfo=UTC), count=2000)
     sink_everything(settings)
-    for name, value in settings_env(settings).items():
+    for name, value in settings.child_environment().items():
         if name.startswith("LAMBDA_"):
             monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -23,7 +23,7 @@ from batch_layer.lake_sink import LakeSink
 from lambda_contracts.settings import Settings
 from serving_layer.database_file import publish_database_file
 from speed_layer.worker import SpeedWorker
-from tests.conftest import REPO, settings_env
+from tests.conftest import REPO
 from tests.flows import lively_simulators, producing, whole_platform_settings
 
 pytestmark = pytest.mark.integration
@@ -46,7 +46,7 @@ def test_readers_never_fail_nor_see_two_versions(kafka: Settings, spark: SparkSe
     ]
     for thread in threads:
         thread.start()
-    env = settings_env(settings)
+    env = settings.child_environment()
     outputs = [tmp_path / f"reader-{i}.json" for i in range(3)]
     try:
         with producing(settings, lively_simulators(seed=41, rate=150.0)):

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,17 +18,11 @@ from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import VIEWS
 from serving_layer.query import query
 from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
-from tests.conftest import settings_env
-from tests.flows import lively_simulators, producing, reaped, wait_for
+from tests.flows import lively_simulators, producing, reaped, start_lambdactl, wait_for
 from tests.kafka_helpers import read_topic
 from tests.oracle import first_copies, normalised_rows, view_rows
 
 pytestmark = pytest.mark.integration
-
-
-def start_worker(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stdout=out, stderr=out)
 
 
 def wait_until_published(settings: Settings, timeout_s: float = 90) -> None:
@@ -70,23 +62,23 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
             "speed_group": f"speed-{kafka.events_topic}",
         }
     )
-    env = settings_env(settings)
+    env = settings.child_environment()
     rng = random.Random(5)
     with reaped([]) as children:
         with producing(settings, lively_simulators(seed=17, duplicate_share=0.05)):
             for round_number in range(4):
                 log = tmp_path / f"worker-{round_number}.log"
-                worker = start_worker(env, log)
+                worker = start_lambdactl(env, log, "speed")
                 children.append(worker)
                 wait_for_line(log, "speed worker took partition")
                 time.sleep(rng.uniform(0.5, 2.5))  # a random instant to crash at, not a wait for readiness
                 worker.kill()
                 worker.wait()
             logs = [tmp_path / "first.log", tmp_path / "second.log"]
-            first = start_worker(env, logs[0])
+            first = start_lambdactl(env, logs[0], "speed")
             children.append(first)
             wait_for_line(logs[0], "speed worker took partition")
-            second = start_worker(env, logs[1])  # a rebalance from one worker to two
+            second = start_lambdactl(env, logs[1], "speed")  # a rebalance from one worker to two
             children.append(second)
             wait_for_line(logs[1], "speed worker took partition")
         try:
