@@ -18,11 +18,13 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import pyarrow as pa
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from batch_layer.lake import FencedError, Lake
-from lambda_contracts.columns import events_to_arrow, with_ingest_time
-from lambda_contracts.intake import Accepted, DeadLetterPublisher, KafkaRecord, split
+from lambda_contracts.batch_decode import decode_batch
+from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
+from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord
 from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
@@ -56,7 +58,7 @@ class LakeSink:
         self.stats = SinkStats()
         self._committed: dict[int, int] = {}  # partition -> next offset the lake holds
         self._next: dict[int, int] = {}  # partition -> next offset expected (lake + buffer)
-        self._buffer: dict[int, list[Accepted]] = {}
+        self._buffer: dict[int, list[pa.Table]] = {}
         self._buffered_rows = 0
         self._gap_checked: set[int] = set()
         self._last_flush = time.monotonic()
@@ -115,11 +117,11 @@ class LakeSink:
                 fresh[0].offset - 1,
             )
         self._gap_checked.discard(partition)
-        accepted, rejected = split(fresh, self.serde, rejected_by=self.group)
+        events, rejected = decode_batch(fresh, self.serde, rejected_by=self.group)
         self.dead_letters.publish(rejected)
         self.stats.rejected += len(rejected)
-        self._buffer[partition].extend(accepted)
-        self._buffered_rows += len(accepted)
+        self._buffer[partition].append(events)
+        self._buffered_rows += events.num_rows
         self._next[partition] = fresh[-1].offset + 1
 
     def _due(self) -> bool:
@@ -138,7 +140,7 @@ class LakeSink:
             return
         self.dead_letters.flush()  # a rejected record is in the dead-letter topic before its offset is committed
         while partitions:
-            rows = events_to_arrow([item for p in partitions for item in self._buffer[p]])
+            rows = pa.concat_tables([EVENT_SCHEMA.empty_table()] + [t for p in partitions for t in self._buffer[p]])
             expected = {p: self._committed[p] for p in partitions}
             next_offsets = {p: self._next[p] for p in partitions}
             try:
@@ -153,7 +155,7 @@ class LakeSink:
             self.stats.committed_offsets = dict(self._committed)
             for p in partitions:
                 self._buffer[p] = []
-            self._buffered_rows = sum(len(b) for b in self._buffer.values())
+            self._buffered_rows = sum(t.num_rows for b in self._buffer.values() for t in b)
             log.info("lake version %d: %d rows, offsets %s", version, rows.num_rows, next_offsets)
             self._commit_group_offsets(next_offsets)
             return
@@ -163,7 +165,7 @@ class LakeSink:
         self.stats.fenced += len(advanced)
         log.warning("lake sink fenced on partitions %s; resuming from the lake's offsets", advanced)
         for partition, offset in advanced.items():
-            self._buffered_rows -= len(self._buffer.get(partition, []))
+            self._buffered_rows -= sum(t.num_rows for t in self._buffer.get(partition, []))
             self._buffer[partition] = []
             self._committed[partition] = self._next[partition] = offset
             tp = TopicPartition(self.topic, partition)
@@ -171,7 +173,7 @@ class LakeSink:
                 self.consumer.seek(tp, offset)
 
     def _forget(self, partition: int) -> None:
-        self._buffered_rows -= len(self._buffer.pop(partition, []))
+        self._buffered_rows -= sum(t.num_rows for t in self._buffer.pop(partition, []))
         self._next.pop(partition, None)
         self._committed.pop(partition, None)
 

@@ -79,19 +79,22 @@ class View:
     def measure_columns(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.measures)
 
-    def aggregate_sql(self, relation: str) -> str:
-        """Partial view rows over ``relation`` (rows in the event schema, already deduplicated)."""
+    def aggregate_sql(self, relation: str, by: tuple[str, ...] = ()) -> str:
+        """Partial view rows over ``relation`` (rows in the event schema, already deduplicated).
+
+        ``by`` names extra leading key columns (the speed layer aggregates per Kafka partition).
+        """
         bucket = f"date_trunc('{self.grain}', event_time)"
-        select = [f"{bucket} AS {BUCKET}"]
+        select = [*by, f"{bucket} AS {BUCKET}"]
         select += [f"{d.source} AS {d.name}" for d in self.dimensions]
         select += [m.aggregate_sql() for m in self.measures]
         where = [f"event_type = '{self.event_type}'", *(f.sql() for f in self.filters)]
-        group = [bucket, *(d.source for d in self.dimensions)]
+        group = [*by, bucket, *(d.source for d in self.dimensions)]
         return f"SELECT {', '.join(select)} FROM {relation} WHERE {' AND '.join(where)} GROUP BY {', '.join(group)}"
 
-    def merge_sql(self, relation: str) -> str:
+    def merge_sql(self, relation: str, by: tuple[str, ...] = ()) -> str:
         """Combine partial rows (batch and speed, or several speed segments) into final rows."""
-        keys = ", ".join(self.key_columns)
+        keys = ", ".join((*by, *self.key_columns))
         measures = ", ".join(m.merge_sql() for m in self.measures)
         return f"SELECT {keys}, {measures} FROM {relation} GROUP BY {keys}"
 

@@ -376,7 +376,12 @@ def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] 
 def bench_freshness(
     rate: Annotated[float, typer.Option(help="Sustained events/s while measuring freshness.")] = 10_000,
     seconds: Annotated[float, typer.Option(help="How long to sustain it.")] = 30,
-    events: Annotated[int, typer.Option(help="Events for the throughput comparison.")] = 200_000,
+    events: Annotated[
+        int,
+        typer.Option(
+            help="Events for the throughput comparison (enough that start-up and the last publish are a small share)."
+        ),
+    ] = 500_000,
 ) -> None:
     """Produce-to-visible p50/p99, speed events/s against a bare consumer, merged-query latency."""
     from speed_layer.benchmark import report, run_freshness_benchmark

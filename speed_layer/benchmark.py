@@ -223,7 +223,7 @@ def run_freshness_benchmark(
     settings: Settings,
     rate: float = 10_000,
     seconds: float = 30,
-    events: int = 200_000,
+    events: int = 500_000,
     show: Callable[[str], None] = print,
 ) -> FreshnessFigures:
     with tempfile.TemporaryDirectory(prefix="freshness-") as folder:

@@ -8,15 +8,19 @@ tracked by the set of event ids seen in the retained segments (and, for a while,
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from lambda_contracts.columns import events_to_arrow
-from lambda_contracts.intake import Accepted
+from lambda_contracts.columns import EVENT_SCHEMA
 from lambda_contracts.speed_snapshot import Segment
 from lambda_contracts.views import VIEWS
+
+ID_SCHEMA = pa.schema([EVENT_SCHEMA.field("event_id"), EVENT_SCHEMA.field("kafka_offset")])
+"""What a segment remembers of each first copy, for deduplication after a restart."""
 
 
 @dataclass
@@ -37,62 +41,46 @@ class PartitionState:
     segments: list[Segment] = field(default_factory=list)
     """Sealed, published segments, in offset order."""
     open_rows: dict[str, pa.Table] = field(default_factory=dict)
-    open_ids: list[tuple[str, int]] = field(default_factory=list)
-    """(event id, offset) of the events first seen in the open segment."""
+    open_ids: list[pa.Table] = field(default_factory=list)
+    """Chunks of (event_id, kafka_offset): events first seen in the open segment since the last publish."""
     seen: dict[str, int] = field(default_factory=dict)
     """Event id -> offset of its first copy, over the retained segments and the dedup horizon."""
     pruning: list[Pending] = field(default_factory=list)
     dedup: list[Pending] = field(default_factory=list)
     opened_at: float = field(default_factory=time.monotonic)
     changed: bool = False
-    pending: list[Accepted] = field(default_factory=list)
+    pending: list[pa.Table] = field(default_factory=list)
     """New events not yet aggregated: they are aggregated together at the next ``settle``."""
     last_open_folder: str | None = None
     """Where the last publish wrote the still-open segment (superseded by the next publish)."""
 
-    def take(self, accepted: list[Accepted], end_offset: int) -> int:
-        """Keep the new events among ``accepted`` for the open segment; returns how many were new.
+    def take(self, events: pa.Table, end_offset: int) -> int:
+        """Keep the first copies among ``events`` (rows in ``EVENT_SCHEMA``); returns how many.
 
         ``end_offset`` is one past the last record consumed (invalid ones included).
         """
         if not self.changed and self.next_offset == self.open_start:
             self.opened_at = time.monotonic()
-        fresh = []
-        for item in accepted:
-            event_id = str(item.event.event_id)
-            if event_id not in self.seen:
-                self.seen[event_id] = item.offset
-                fresh.append(item)
-        if fresh:
-            self.open_ids.extend((str(item.event.event_id), item.offset) for item in fresh)
-            self.pending.extend(fresh)
+        ids = events.column("event_id").to_pylist()
+        offsets = events.column("kafka_offset").to_pylist()
+        seen, first = self.seen, []
+        for event_id, offset in zip(ids, offsets, strict=True):
+            if event_id not in seen:
+                seen[event_id] = offset
+                first.append(True)
+            else:
+                first.append(False)
+        fresh = events if all(first) else events.filter(pa.array(first, pa.bool_()))
+        if fresh.num_rows:
+            self.pending.append(fresh)
+            self.open_ids.append(fresh.select(ID_SCHEMA.names))
         self.next_offset = end_offset
         self.changed = True
-        return len(fresh)
+        return int(fresh.num_rows)
 
     def settle(self, connection: duckdb.DuckDBPyConnection) -> None:
-        """Aggregate the pending events into the open segment: one vectorized pass per view."""
-        if self.pending:
-            events, self.pending = events_to_arrow(self.pending), []
-            self._aggregate(events, connection)
-
-    def _aggregate(self, events: pa.Table, connection: duckdb.DuckDBPyConnection) -> None:
-        connection.register("micro_batch", events)
-        try:
-            for view in VIEWS:
-                partial = connection.sql(view.aggregate_sql("micro_batch")).to_arrow_table()
-                previous = self.open_rows.get(view.name)
-                if previous is None or previous.num_rows == 0:
-                    self.open_rows[view.name] = partial
-                    continue
-                connection.register("previous_rows", previous)
-                connection.register("partial_rows", partial)
-                both = "(SELECT * FROM previous_rows UNION ALL SELECT * FROM partial_rows) AS both_parts"
-                self.open_rows[view.name] = connection.sql(view.merge_sql(both)).to_arrow_table()
-                connection.unregister("previous_rows")
-                connection.unregister("partial_rows")
-        finally:
-            connection.unregister("micro_batch")
+        """Aggregate the pending events into the open segment."""
+        settle_all([self], connection)
 
     @property
     def open_segment_empty(self) -> bool:
@@ -125,3 +113,44 @@ class PartitionState:
     def listed_segments(self) -> list[Segment]:
         """Sealed segments a snapshot lists: the retained ones and those still in their grace period."""
         return sorted([p.segment for p in self.pruning] + self.segments, key=lambda s: s.start)
+
+
+BY_PARTITION = ("kafka_partition",)
+
+
+def settle_all(states: Iterable[PartitionState], connection: duckdb.DuckDBPyConnection) -> None:
+    """Aggregate every partition's pending events into its open segment: one pass per view for all.
+
+    Micro-batches are aggregated in DuckDB over Arrow and merged with the open rows by the views'
+    merge rules, grouped by partition; a query per view, not per view and partition, keeps the
+    cost of a publish flat in the number of partitions a worker owns.
+    """
+    busy = [state for state in states if state.pending]
+    if not busy:
+        return
+    events = pa.concat_tables([table for state in busy for table in state.pending])
+    for state in busy:
+        state.pending = []
+    connection.register("micro_batch", events)
+    try:
+        for view in VIEWS:
+            partial = f"({view.aggregate_sql('micro_batch', by=BY_PARTITION)})"
+            previous = [
+                _tagged(state.open_rows[view.name], state.partition) for state in busy if view.name in state.open_rows
+            ]
+            if previous:
+                connection.register("previous_rows", pa.concat_tables(previous))
+                partial = f"(SELECT * FROM previous_rows UNION ALL {partial})"
+            merged = connection.sql(view.merge_sql(f"{partial} AS parts", by=BY_PARTITION)).to_arrow_table()
+            partitions = merged.column("kafka_partition")
+            for state in busy:
+                rows = merged.filter(pc.equal(partitions, state.partition))
+                state.open_rows[view.name] = rows.drop_columns(list(BY_PARTITION))
+            if previous:
+                connection.unregister("previous_rows")
+    finally:
+        connection.unregister("micro_batch")
+
+
+def _tagged(rows: pa.Table, partition: int) -> pa.Table:
+    return rows.add_column(0, "kafka_partition", pa.array([partition] * rows.num_rows, pa.int32()))

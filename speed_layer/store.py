@@ -8,6 +8,7 @@ the sequence this worker last published fences off a worker that lost the partit
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,11 +25,12 @@ from lambda_contracts.speed_snapshot import (
     snapshot_path,
 )
 from lambda_contracts.views import VIEWS_BY_NAME
-from speed_layer.state import PartitionState
+from speed_layer.state import ID_SCHEMA, PartitionState
 
 log = logging.getLogger(__name__)
 
-IDS_FILE = "ids.parquet"
+IDS_GLOB = "ids-*.parquet"
+"""A segment folder's event ids: one file per publish that added some (earlier ones hard-linked)."""
 
 
 class LostPartitionError(RuntimeError):
@@ -69,6 +71,7 @@ def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSna
         write_atomically(root / CURRENT, f"{sequence}\n")
     state.sequence = sequence
     state.changed = False
+    state.open_ids = []  # written: the next publish links them
     if open_segment is not None:
         if seal:
             state.sealed(open_segment)
@@ -89,21 +92,22 @@ def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: boo
         tagged = tagged.append_column("segment_start", pa.array([state.open_start] * rows.num_rows, pa.int64()))
         pq.write_table(tagged, target / f"{name}.parquet")
         views.append(name)
-    ids, offsets = zip(*state.open_ids, strict=True) if state.open_ids else ((), ())
-    pq.write_table(
-        pa.table({"event_id": pa.array(ids, pa.string()), "kafka_offset": pa.array(offsets, pa.int64())}),
-        target / IDS_FILE,
-    )
+    if state.last_open_folder is not None:  # the ids published before: linked, not rewritten
+        for earlier in (root / state.last_open_folder).glob(IDS_GLOB):
+            (target / earlier.name).unlink(missing_ok=True)  # left by a publish that crashed before CURRENT
+            os.link(earlier, target / earlier.name)
+    if state.open_ids:
+        pq.write_table(pa.concat_tables(state.open_ids), target / f"ids-{sequence}.parquet")
     return Segment(state.open_start, state.next_offset, folder, tuple(views), sealed=sealed)
 
 
 def read_ids(folder: Path) -> dict[str, int]:
     """Event id -> first offset, as a segment folder recorded them."""
-    path = folder / IDS_FILE
-    if not path.exists():
-        return {}
-    table = pq.read_table(path)
-    return dict(zip(table.column("event_id").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True))
+    ids: dict[str, int] = {}
+    for path in sorted(folder.glob(IDS_GLOB)):
+        table = pq.read_table(path, schema=ID_SCHEMA)
+        ids.update(zip(table.column("event_id").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True))
+    return ids
 
 
 def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | None:
@@ -126,7 +130,6 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
         state.seen.update(read_ids(root / folder))
     if unsealed:
         segment = unsealed[0]
-        state.open_ids = list(read_ids(root / segment.folder).items())
         state.last_open_folder = segment.folder
         for name in segment.views:
             rows = pq.read_table(root / segment.folder / f"{name}.parquet")

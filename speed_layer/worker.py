@@ -18,16 +18,18 @@ import threading
 import time
 from pathlib import Path
 
+import pyarrow.compute as pc
 from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts import duck
-from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord, split
+from lambda_contracts.batch_decode import decode_batch
+from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord
 from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.manifest import current_version, read_manifest
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root
-from speed_layer.state import PartitionState, Pending
+from speed_layer.state import PartitionState, Pending, settle_all
 from speed_layer.store import LostPartitionError, publish, read_ids, restore
 
 log = logging.getLogger(__name__)
@@ -61,8 +63,7 @@ class SpeedWorker:
                 batches = self.consumer.poll(timeout_ms=100)
                 self._follow_assignment()
                 self._follow_cutoffs()
-                for tp, records in batches.items():
-                    self._take(tp.partition, records)
+                self._take(batches)
                 self._publish_due()
                 self._housekeeping()
             self._publish_due(force=True)
@@ -124,19 +125,30 @@ class SpeedWorker:
 
     # -- consuming and publishing -----------------------------------------------------------------
 
-    def _take(self, partition: int, records: list[KafkaRecord]) -> None:
-        state = self.states.get(partition)
-        if state is None:
-            return
-        fresh = [r for r in records if r.offset >= state.next_offset]
+    def _take(self, batches: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """Decode a poll's records in one vectorized pass, then hand each partition its rows."""
+        fresh: list[KafkaRecord] = []
+        ends: dict[int, int] = {}
+        for tp, records in batches.items():
+            state = self.states.get(tp.partition)
+            if state is None:
+                continue
+            new = [r for r in records if r.offset >= state.next_offset]
+            if not new:
+                continue
+            if new[0].offset > state.next_offset:  # a fetch from an older position: read again from ours
+                self.consumer.seek(TopicPartition(self.topic, tp.partition), state.next_offset)
+                continue
+            fresh.extend(new)
+            ends[tp.partition] = new[-1].offset + 1
         if not fresh:
             return
-        if fresh[0].offset > state.next_offset:
-            self.consumer.seek(TopicPartition(self.topic, partition), state.next_offset)
-            return
-        accepted, rejected = split(fresh, self.serde, rejected_by=self.group)
+        events, rejected = decode_batch(fresh, self.serde, rejected_by=self.group)
         self.dead_letters.publish(rejected)
-        self.events_counted += state.take(accepted, fresh[-1].offset + 1)
+        partitions = events.column("kafka_partition")
+        for partition, end in ends.items():
+            rows = events if len(ends) == 1 else events.filter(pc.equal(partitions, partition))
+            self.events_counted += self.states[partition].take(rows, end)
 
     def _publish_due(self, force: bool = False) -> None:
         interval = self.settings.speed_publish_ms / 1000
@@ -144,12 +156,12 @@ class SpeedWorker:
             return
         self._last_publish = time.monotonic()
         self.dead_letters.flush()  # rejects are kept before the offsets that skip them are published
+        settle_all(self.states.values(), self.connection)
         for partition, state in list(self.states.items()):
             seal = state.seal_due(self.settings.speed_segment_seconds) or force
             if not state.changed and not seal:
                 continue
             previous_open = state.last_open_folder
-            state.settle(self.connection)
             try:
                 publish(state, self.root, seal=seal)
             except LostPartitionError as lost:

@@ -8,16 +8,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from lambda_contracts import duck
+from lambda_contracts.batch_decode import decode_batch
 from lambda_contracts.columns import events_to_arrow
-from lambda_contracts.intake import Accepted, split
+from lambda_contracts.intake import split
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS
 from sources.simulators import merged_records
-from speed_layer.state import PartitionState
+from speed_layer.state import PartitionState, settle_all
 from speed_layer.store import LostPartitionError, publish, restore
 from tests.fakes import FakeRecord
 from tests.flows import lively_simulators
@@ -26,15 +28,21 @@ from tests.oracle import first_copies, view_rows
 pytestmark = pytest.mark.unit
 
 
-def accepted_records(count: int) -> list[Accepted]:
+def valid_records(count: int) -> list[FakeRecord]:
     simulators = lively_simulators(
         seed=13, start=datetime(2026, 11, 24, 9, tzinfo=UTC), rate=40.0, duplicate_share=0.1, malformed_share=0.0
     )
     records = [
         FakeRecord(r.value, offset) for offset, r in enumerate(itertools.islice(merged_records(simulators), count))
     ]
-    accepted, _ = split(records, JsonSerde(), rejected_by="test")
-    return accepted
+    return records
+
+
+def decoded(records: list[FakeRecord]) -> pa.Table:
+    """Rows as the speed worker gets them (the vectorized decoder)."""
+    events, rejected = decode_batch(records, JsonSerde(), rejected_by="test")
+    assert not rejected
+    return events
 
 
 def rows_of(state: PartitionState) -> dict[str, list[tuple[Any, ...]]]:
@@ -43,15 +51,18 @@ def rows_of(state: PartitionState) -> dict[str, list[tuple[Any, ...]]]:
     return {view.name: normalised_rows(state.open_rows.get(view.name)) for view in VIEWS}
 
 
-def expected(items: list[Accepted], below: int | None = None, from_offset: int = 0) -> dict[str, list[tuple[Any, ...]]]:
-    table = events_to_arrow(items).to_pylist()
+def expected(
+    items: list[FakeRecord], below: int | None = None, from_offset: int = 0
+) -> dict[str, list[tuple[Any, ...]]]:
+    accepted, _ = split(items, JsonSerde(), rejected_by="oracle")  # pydantic, record by record
+    table = events_to_arrow(accepted).to_pylist()
     cutoff = {0: below if below is not None else 10**12}
     firsts = [row for row in first_copies(table, cutoff) if row["kafka_offset"] >= from_offset]
     return {view.name: view_rows(firsts, view) for view in VIEWS}
 
 
 def test_incremental_micro_batches_equal_a_from_scratch_computation() -> None:
-    items = accepted_records(3000)
+    items = valid_records(3000)
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
     connection = duck.connect()
     rng = random.Random(1)
@@ -59,7 +70,7 @@ def test_incremental_micro_batches_equal_a_from_scratch_computation() -> None:
     while position < len(items):
         size = rng.randint(1, 400)
         chunk = items[position : position + size]
-        state.take(chunk, chunk[-1].offset + 1)
+        state.take(decoded(chunk), chunk[-1].offset + 1)
         if rng.random() < 0.5:  # settle at random points: merges of merges
             state.settle(connection)
         position += size
@@ -69,26 +80,26 @@ def test_incremental_micro_batches_equal_a_from_scratch_computation() -> None:
 
 
 def test_restarting_inside_the_state_recounts_exactly() -> None:
-    items = accepted_records(2000)
+    items = valid_records(2000)
     connection = duck.connect()
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(items, items[-1].offset + 1)
+    state.take(decoded(items), items[-1].offset + 1)
     state.settle(connection)
     state.restart_at(1200)  # a batch cutoff that fell inside the segment
     again = [item for item in items if item.offset >= 1200]
-    state.take(again, again[-1].offset + 1)
+    state.take(decoded(again), again[-1].offset + 1)
     state.settle(connection)
     assert rows_of(state) == expected(items, from_offset=1200), "events first seen below 1200 stay excluded"
 
 
 def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
-    items = accepted_records(1500)
+    items = valid_records(1500)
     connection = duck.connect()
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(items[:700], items[699].offset + 1)
+    state.take(decoded(items[:700]), items[699].offset + 1)
     state.settle(connection)
     sealed = publish(state, tmp_path, seal=True)
-    state.take(items[700:], items[-1].offset + 1)
+    state.take(decoded(items[700:]), items[-1].offset + 1)
     state.settle(connection)
     publish(state, tmp_path, seal=False)
     snapshot = read_snapshot(tmp_path, 0)
@@ -102,3 +113,35 @@ def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
     stale = PartitionState(0, open_start=0, next_offset=0, cutoff=0, sequence=1)
     with pytest.raises(LostPartitionError):
         publish(stale, tmp_path, seal=False)
+
+
+def test_partitions_settled_together_equal_each_settled_alone() -> None:
+    items = valid_records(1200)
+    first, second = items[:600], [FakeRecord(r.value, r.offset, partition=1) for r in items[600:]]
+    connection = duck.connect()
+    alone = [PartitionState(p, open_start=0, next_offset=0, cutoff=0) for p in (0, 1)]
+    together = [PartitionState(p, open_start=0, next_offset=0, cutoff=0) for p in (0, 1)]
+    for chunk in range(0, 600, 150):
+        for states in (alone, together):
+            states[0].take(decoded(first[chunk : chunk + 150]), first[chunk + 149].offset + 1)
+            states[1].take(decoded(second[chunk : chunk + 150]), second[chunk + 149].offset + 1)
+        alone[0].settle(connection)
+        alone[1].settle(connection)
+        settle_all(together, connection)
+    assert [rows_of(s) for s in together] == [rows_of(s) for s in alone]
+    assert rows_of(together[0]) == expected(first)
+
+
+def test_ids_of_an_open_segment_published_in_steps_come_back_whole(tmp_path: Path) -> None:
+    items = valid_records(900)
+    connection = duck.connect()
+    state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
+    for chunk in range(0, 900, 300):  # three publishes of one open segment: ids written once each
+        state.take(decoded(items[chunk : chunk + 300]), items[chunk + 299].offset + 1)
+        state.settle(connection)
+        publish(state, tmp_path, seal=False)
+    restored = restore(tmp_path, 0, cutoff=0)
+    assert restored is not None and restored.seen == state.seen and len(state.seen) > 600
+    restored.take(decoded(items[:300]), 900)  # a redelivery of the first third counts nothing
+    restored.settle(connection)
+    assert rows_of(restored) == rows_of(state) == expected(items)
