@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Compression = Literal["zstd", "lz4", "gzip", "none"]
@@ -69,6 +69,11 @@ class Settings(BaseSettings):
         168, ge=1, description="At least 1: a sink's written but not yet committed files must survive vacuum."
     )
     airflow_port: int = Field(8080, ge=1, le=65535)
+    airflow_url: str = Field("", description="The Airflow API server; empty means the local one on airflow_port.")
+    airflow_username: str = "admin"
+    airflow_password: SecretStr = Field(
+        SecretStr(""), description="For `lambdactl status`; the demo's is read locally."
+    )
 
     # Speed layer.
     speed_group: str = "speed"
@@ -108,7 +113,10 @@ class Settings(BaseSettings):
 
     def as_env(self) -> dict[str, str]:
         """These settings as LAMBDA_* variables, for the child processes of a supervisor."""
-        return {f"LAMBDA_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+        return {
+            f"LAMBDA_{name.upper()}": value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+            for name, value in self.model_dump().items()
+        }
 
     def child_environment(self) -> dict[str, str]:
         """This process's environment with exactly these settings as its LAMBDA_* variables."""

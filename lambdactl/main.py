@@ -345,6 +345,27 @@ def lake_status() -> None:
         typer.echo(line)
 
 
+@app.command("status")
+@friendly_errors
+def status(
+    check: Annotated[
+        str | None,
+        typer.Option(help="Only this component (kafka, lake, speed, batch, serving, airflow); exit 1 if down."),
+    ] = None,
+) -> None:
+    """Each component up or down, events/s in, lag per consumer and partition, freshness, batch age, DLQ."""
+    from lambdactl import status as platform_status
+
+    if check is not None and check not in platform_status.PARTS:
+        raise typer.BadParameter(f"unknown component {check!r}; known: {', '.join(platform_status.PARTS)}")
+    parts = (check,) if check else platform_status.PARTS
+    found = platform_status.collect(get_settings(), sample_s=0 if check else 1.0, parts=parts)
+    for line in platform_status.render(found):
+        typer.echo(line)
+    if check and not platform_status.healthy(found, check):
+        raise typer.Exit(1)
+
+
 # -- benchmarks and the demo -------------------------------------------------------------------
 
 

@@ -181,6 +181,8 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
     thread.start()
     ends = {p: 0 for p in range(settings.topic_partitions)}
     ends.update({tp.partition: offset for tp, offset in _end_offsets(settings, tps).items()})
+    while worker.events_counted < events:  # a cheap in-process signal; snapshots are read only at the end
+        time.sleep(0.02)
     while True:
         snapshots = [read_snapshot(settings.speed_views_path, p) for p in ends]
         if all(s is not None and s.next_offset >= ends[s.partition] for s in snapshots if s) and all(snapshots):

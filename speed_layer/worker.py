@@ -16,13 +16,17 @@ import logging
 import shutil
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts import duck
 from lambda_contracts.batch_decode import decode_batch
+from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord
 from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
 from lambda_contracts.manifest import current_version, read_manifest
@@ -35,6 +39,14 @@ from speed_layer.store import LostPartitionError, publish, read_ids, restore
 log = logging.getLogger(__name__)
 
 MAX_POLL_RECORDS = 20_000
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """A poll's records being decoded, and the offset range [start, end) taken per partition."""
+
+    result: Future[tuple[pa.Table, list[DeadLetter]]]
+    ranges: dict[int, tuple[int, int]]
 
 
 class SpeedWorker:
@@ -52,6 +64,8 @@ class SpeedWorker:
         self._cutoffs: dict[int, int] = {}
         self._last_publish = time.monotonic()
         self._garbage: list[tuple[float, Path]] = []
+        self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speed-decode")
+        self._in_flight: InFlight | None = None
         self.events_counted = 0
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
@@ -60,14 +74,19 @@ class SpeedWorker:
         subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
-                batches = self.consumer.poll(timeout_ms=100)
+                batches = self.consumer.poll(timeout_ms=100)  # meanwhile the previous poll was decoded
+                self._take_decoded()
                 self._follow_assignment()
                 self._follow_cutoffs()
-                self._take(batches)
-                self._publish_due()
+                self._decode(batches)
+                if self._publish_is_due():
+                    self._take_decoded()
+                    self._publish()
                 self._housekeeping()
-            self._publish_due(force=True)
+            self._take_decoded()
+            self._publish(force=True)
         finally:
+            self._decoder.shutdown(wait=True, cancel_futures=True)
             self.consumer.close(autocommit=False)
             self.dead_letters.close()
 
@@ -125,10 +144,14 @@ class SpeedWorker:
 
     # -- consuming and publishing -----------------------------------------------------------------
 
-    def _take(self, batches: dict[TopicPartition, list[KafkaRecord]]) -> None:
-        """Decode a poll's records in one vectorized pass, then hand each partition its rows."""
+    def _decode(self, batches: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """Start decoding a poll's new records in one vectorized pass, in the background.
+
+        Arrow's regex and JSON reader release the GIL, so the decoding overlaps the next poll
+        (kafka-python's record parsing, pure Python). ``_take_decoded`` hands over the rows.
+        """
         fresh: list[KafkaRecord] = []
-        ends: dict[int, int] = {}
+        ranges: dict[int, tuple[int, int]] = {}
         for tp, records in batches.items():
             state = self.states.get(tp.partition)
             if state is None:
@@ -140,20 +163,30 @@ class SpeedWorker:
                 self.consumer.seek(TopicPartition(self.topic, tp.partition), state.next_offset)
                 continue
             fresh.extend(new)
-            ends[tp.partition] = new[-1].offset + 1
-        if not fresh:
+            ranges[tp.partition] = (state.next_offset, new[-1].offset + 1)
+        if fresh:
+            future = self._decoder.submit(decode_batch, fresh, self.serde, self.group)
+            self._in_flight = InFlight(future, ranges)
+
+    def _take_decoded(self) -> None:
+        """Give each partition its rows from the decode in flight (if its position did not move)."""
+        if self._in_flight is None:
             return
-        events, rejected = decode_batch(fresh, self.serde, rejected_by=self.group)
+        in_flight, self._in_flight = self._in_flight, None
+        events, rejected = in_flight.result.result()
         self.dead_letters.publish(rejected)
         partitions = events.column("kafka_partition")
-        for partition, end in ends.items():
-            rows = events if len(ends) == 1 else events.filter(pc.equal(partitions, partition))
-            self.events_counted += self.states[partition].take(rows, end)
+        for partition, (start, end) in in_flight.ranges.items():
+            state = self.states.get(partition)
+            if state is None or state.next_offset != start:
+                continue  # lost or moved (a cutoff) since: these records are read again where needed
+            rows = events if len(in_flight.ranges) == 1 else events.filter(pc.equal(partitions, partition))
+            self.events_counted += state.take(rows, end)
 
-    def _publish_due(self, force: bool = False) -> None:
-        interval = self.settings.speed_publish_ms / 1000
-        if not force and time.monotonic() - self._last_publish < interval:
-            return
+    def _publish_is_due(self) -> bool:
+        return time.monotonic() - self._last_publish >= self.settings.speed_publish_ms / 1000
+
+    def _publish(self, force: bool = False) -> None:
         self._last_publish = time.monotonic()
         self.dead_letters.flush()  # rejects are kept before the offsets that skip them are published
         settle_all(self.states.values(), self.connection)
