@@ -67,6 +67,9 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
             "AIRFLOW__API__PORT": str(settings.airflow_port),
+            # Airflow's own defaults (8793, 8794) would collide with a second demo or a chosen port.
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(airflow_ports(settings)[1]),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(airflow_ports(settings)[2]),
             # Task processes report to the API server: it must be the one on our port.
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{settings.airflow_port}/execution/",
             "AIRFLOW__API__WORKERS": "1",
@@ -80,7 +83,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 
 def start_airflow(settings: Settings, log: Path) -> tuple[Service, AirflowLogin]:
     """Start ``airflow standalone`` and return once its API reports a healthy scheduler."""
-    ensure_port_free("127.0.0.1", settings.airflow_port, "LAMBDA_AIRFLOW_PORT")
+    for port in airflow_ports(settings):
+        ensure_port_free("127.0.0.1", port, "LAMBDA_AIRFLOW_PORT (Airflow also uses the next two ports for its logs)")
     password = admin_password(settings)
     service = Service(
         "airflow",
@@ -91,8 +95,17 @@ def start_airflow(settings: Settings, log: Path) -> tuple[Service, AirflowLogin]
         signal_group=False,
     ).start()
     url = f"http://127.0.0.1:{settings.airflow_port}"
-    wait_until_healthy(service, url)
+    try:
+        wait_until_healthy(service, url)
+    except BaseException:
+        service.stop()  # a half-started Airflow must not outlive the demo (Ctrl-C included)
+        raise
     return service, AirflowLogin(url, ADMIN, password)
+
+
+def airflow_ports(settings: Settings) -> tuple[int, int, int]:
+    """The API server's port, then the log servers' of task workers and of the triggerer."""
+    return settings.airflow_port, settings.airflow_port + 1, settings.airflow_port + 2
 
 
 def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, object]:

@@ -166,7 +166,7 @@ def _serving(settings: Settings, status: Status) -> None:
 
 
 def _airflow(settings: Settings, status: Status) -> None:
-    url = settings.airflow_url or f"http://127.0.0.1:{settings.airflow_port}"
+    url = airflow_url(settings)
     try:
         health = _get_json(f"{url}/api/v2/monitor/health")
     except (urllib.error.URLError, OSError, ValueError) as error:
@@ -180,21 +180,34 @@ def _airflow(settings: Settings, status: Status) -> None:
 
 
 def _last_dag_run(settings: Settings, url: str) -> Component:
-    password = _airflow_password(settings)
-    if password is None:
-        return Component("batch_views DAG", False, "set LAMBDA_AIRFLOW_PASSWORD to read DAG runs")
     try:
-        token = _post_json(f"{url}/auth/token", {"username": settings.airflow_username, "password": password})
-        runs = _get_json(
-            f"{url}/api/v2/dags/batch_views/dagRuns?order_by=-run_after&limit=1",
-            {"Authorization": f"Bearer {token['access_token']}"},
-        )
+        runs = airflow_api(settings, "/api/v2/dags/batch_views/dagRuns?order_by=-run_after&limit=1")
+    except AirflowLoginMissingError as missing:
+        return Component("batch_views DAG", False, str(missing))
     except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
-        return Component("batch_views DAG", False, f"could not read its runs: {error}")
+        return Component("batch_views DAG", False, f"could not read its runs from {url}: {error}")
     if not runs.get("dag_runs"):
         return Component("batch_views DAG", False, "no run yet")
     run = runs["dag_runs"][0]
     return Component("batch_views DAG", run["state"] != "failed", f"last run {run['dag_run_id']}: {run['state']}")
+
+
+class AirflowLoginMissingError(RuntimeError):
+    """No Airflow password is known for the REST API."""
+
+
+def airflow_url(settings: Settings) -> str:
+    return settings.airflow_url or f"http://127.0.0.1:{settings.airflow_port}"
+
+
+def airflow_api(settings: Settings, path: str) -> Any:
+    """GET ``path`` from Airflow's REST API, logged in as the configured user."""
+    password = _airflow_password(settings)
+    if password is None:
+        raise AirflowLoginMissingError("set LAMBDA_AIRFLOW_PASSWORD to read from Airflow's REST API")
+    url = airflow_url(settings)
+    token = _post_json(f"{url}/auth/token", {"username": settings.airflow_username, "password": password})
+    return _get_json(f"{url}{path}", {"Authorization": f"Bearer {token['access_token']}"})
 
 
 def _airflow_password(settings: Settings) -> str | None:

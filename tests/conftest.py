@@ -21,6 +21,7 @@ from pyspark.sql import SparkSession
 
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
+from infra.ports import PortInUseError, ensure_port_free
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
 from lambda_contracts.settings import Settings
@@ -127,3 +128,18 @@ def kafka(broker_settings: Settings) -> Settings:
     with admin_client(settings) as admin:
         ensure_topics(admin, platform_topics(settings))
     return settings
+
+
+def free_port_run(length: int) -> int:
+    """The first of ``length`` consecutive free ports (Airflow takes its port and the next two)."""
+    for _ in range(100):
+        first = free_ports(1)[0]
+        if first + length > 65535:
+            continue
+        try:
+            for port in range(first, first + length):
+                ensure_port_free("127.0.0.1", port, "test")
+        except PortInUseError:
+            continue
+        return first
+    raise RuntimeError(f"no {length} consecutive free ports found")

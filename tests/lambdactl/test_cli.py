@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXTERNAL_BROKER_ENV, free_ports
+from lambda_contracts.settings import Settings
+from lambdactl.status import airflow_api, airflow_url
+from tests.conftest import EXTERNAL_BROKER_ENV, free_port_run, free_ports
+from tests.lambdactl.airflow_browser import trigger_recompute
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 pytestmark = [
     pytest.mark.e2e,
@@ -103,7 +112,8 @@ def test_demo_shows_events_arriving_and_cleans_up(env: dict[str, str]) -> None:
 
 
 def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str, str]) -> None:
-    env = {**env, "LAMBDA_AIRFLOW_PORT": str(free_ports(1)[0])}
+    """The whole platform: batch DAG on its own, merged SQL, `status`, and the Airflow UI in Chromium."""
+    env = {**env, "LAMBDA_AIRFLOW_PORT": str(free_port_run(3))}
     current = Path(env["LAMBDA_DATA_DIR"]) / "views" / "batch" / "CURRENT"
     demo = subprocess.Popen(
         [sys.executable, "-m", "lambdactl", "demo", "--rate", "100", "--batch-every-minutes", "1"],
@@ -124,6 +134,15 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         assert answer.returncode == 0 and "views" in answer.stdout, answer.stderr
         refused = lambdactl(env, "sql", "CREATE TABLE t AS SELECT 1")
         assert refused.returncode == 1 and "only SELECT" in refused.stderr
+        shown = lambdactl(env, "status")
+        assert shown.returncode == 0, shown.stderr
+        for component in ("kafka", "group speed", "group lake-sink", "lake", "speed", "batch", "serving", "airflow"):
+            assert re.search(rf"^  up  {component} ", shown.stdout, re.MULTILINE), shown.stdout
+        assert re.search(r"^ {2}up  batch_views DAG +last run \S+: (running|success|queued)$", shown.stdout, re.M)
+        assert re.search(r"^events in: [\d,]+/s; dead letters kept: [\d,]+$", shown.stdout, re.MULTILINE)
+        assert re.search(r"^lag lake-sink: [\d,]+ records \(partition:lag 0:\d+", shown.stdout, re.MULTILINE)
+        assert re.search(r"^lag speed: [\d,]+ records", shown.stdout, re.MULTILINE)
+        recompute_from_the_browser(env)
     finally:
         demo.send_signal(signal.SIGINT)
         output, _ = demo.communicate(timeout=180)
@@ -132,3 +151,26 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
     assert int(current.read_text()) >= 1
     assert "stopped airflow (exit" in output
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "Ctrl-C leaves no broker, Airflow or service behind"
+
+
+def recompute_from_the_browser(env: dict[str, str]) -> None:
+    """Headless Chromium logs in, reads the DAG docs and triggers batch_recompute with a day range."""
+    settings = Settings(
+        _env_file=None,
+        data_dir=Path(env["LAMBDA_DATA_DIR"]),
+        airflow_port=int(env["LAMBDA_AIRFLOW_PORT"]),
+        broker_port=int(env["LAMBDA_BROKER_PORT"]),
+        broker_controller_port=int(env["LAMBDA_BROKER_CONTROLLER_PORT"]),
+    )
+    day = datetime.now(UTC).date().isoformat()
+    password = json.loads((Path(env["LAMBDA_DATA_DIR"]) / "airflow" / "passwords.json").read_text())["admin"]
+    screenshot = ARTIFACTS / "airflow-batch-recompute-triggered.png"
+    run_id = trigger_recompute(airflow_url(settings), password, day, screenshot)
+    assert screenshot.stat().st_size > 10_000, "the screenshot is kept as a test artifact"
+    path = f"/api/v2/dags/batch_recompute/dagRuns/{urllib.parse.quote(run_id, safe='')}"
+    assert airflow_api(settings, path)["conf"] == {"first_day": day, "last_day": day}, "the form's params reached it"
+    deadline = time.monotonic() + 300
+    while (state := airflow_api(settings, path)["state"]) not in ("success", "failed"):
+        assert time.monotonic() < deadline, f"the triggered recompute is still {state}"
+        time.sleep(2)  # polling the run's real state, bounded by the deadline
+    assert state == "success", "the recompute run triggered from the UI succeeded"
