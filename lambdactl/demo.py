@@ -9,6 +9,7 @@ the data for the next run.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -42,6 +43,7 @@ def run_demo(
     echo: Callable[[str], None] = print,
 ) -> None:
     echo("== exact-lambda demo: embedded mode (local Kafka broker, Spark local, Airflow standalone) ==")
+    _interrupt_on(STOP_SIGNALS)  # `kill`, a closed terminal and Ctrl-C all clean up like Ctrl-C
     broker = LocalBroker(settings) if settings.uses_local_broker else None
     started_broker = False
     services: list[Service] = []
@@ -85,12 +87,36 @@ def run_demo(
         echo("stopping ...")
     finally:
         stop.set()
+        _keep_stopping_on(STOP_SIGNALS, echo)
         for service in services:  # producers first, then the sink (it commits), then Airflow
             code = service.stop()
             echo(f"stopped {service.name} (exit {code})")
         if broker is not None and started_broker:
             broker.stop()
             echo("broker stopped; data stays in " + str(settings.data_dir))
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _interrupt_on(signals: tuple[signal.Signals, ...]) -> None:
+    """Turn these signals into KeyboardInterrupt, also where the shell started us ignoring SIGINT."""
+
+    def interrupt(signum: int, _: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for signum in signals:
+        signal.signal(signum, interrupt)
+
+
+def _keep_stopping_on(signals: tuple[signal.Signals, ...], echo: Callable[[str], None]) -> None:
+    """While the demo stops its services, a second signal must not cut the clean-up short."""
+
+    def still_stopping(signum: int, _: object) -> None:
+        echo(f"{signal.Signals(signum).name}: still stopping the services, one moment ...")
+
+    for signum in signals:
+        signal.signal(signum, still_stopping)
 
 
 def _status_printer(settings: Settings, echo: Callable[[str], None]) -> Callable[[MonitorTick], None]:

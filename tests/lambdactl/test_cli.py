@@ -156,7 +156,6 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
 def recompute_from_the_browser(env: dict[str, str]) -> None:
     """Headless Chromium logs in, reads the DAG docs and triggers batch_recompute with a day range."""
     settings = Settings(
-        _env_file=None,
         data_dir=Path(env["LAMBDA_DATA_DIR"]),
         airflow_port=int(env["LAMBDA_AIRFLOW_PORT"]),
         broker_port=int(env["LAMBDA_BROKER_PORT"]),
@@ -174,3 +173,24 @@ def recompute_from_the_browser(env: dict[str, str]) -> None:
         assert time.monotonic() < deadline, f"the triggered recompute is still {state}"
         time.sleep(2)  # polling the run's real state, bounded by the deadline
     assert state == "success", "the recompute run triggered from the UI succeeded"
+
+
+def test_demo_started_in_the_background_cleans_up_on_sigterm(env: dict[str, str]) -> None:
+    """A shell's background job ignores SIGINT; `kill` (SIGTERM) must still stop everything."""
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "lambdactl", "demo", "--rate", "50", "--no-airflow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # noqa: PLW1509 - what `cmd &` does
+    )
+    assert demo.stdout is not None
+    for line in demo.stdout:  # the monitor's first line means every service is up
+        if " ev/s | valid " in line:
+            break
+    demo.send_signal(signal.SIGTERM)
+    output, _ = demo.communicate(timeout=120)
+    assert demo.returncode == 0, output[-3000:]
+    assert "stopping ..." in output and "stopped lake-sink (exit" in output and "broker stopped" in output
+    assert not processes_of(env["LAMBDA_DATA_DIR"]), "SIGTERM leaves no broker or service behind"
