@@ -1,8 +1,10 @@
-"""The embedded Apache Kafka broker: KRaft combined mode, run from the pinned Maven jars.
+"""The embedded Apache Kafka: one KRaft node, or three for high availability, from the pinned jars.
 
-State lives under ``<data_dir>/kafka``: ``log-dirs`` (formatted once, kept across restarts),
-``server.properties`` (written from settings at every start), ``logs/`` and ``broker.pid``.
-Readiness is a real metadata request, retried within a bounded time, never a fixed sleep.
+Each node runs broker and controller in one JVM. A one-node cluster keeps its state under
+``<data_dir>/kafka``; node n of three under ``<data_dir>/kafka/node-n``: ``log-dirs`` (formatted
+once with the cluster's id, kept across restarts), ``server.properties`` (written from settings
+at every start), ``logs/`` and ``broker.pid``. Readiness is a real metadata request that must
+list the node as registered and unfenced, retried within a bounded time, never a fixed sleep.
 """
 
 from __future__ import annotations
@@ -27,7 +29,6 @@ from lambda_contracts.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NODE_ID = 1
 STOP_TIMEOUT_S = 60.0
 
 
@@ -42,8 +43,12 @@ class BrokerStatus:
     pid: int | None
     bootstrap: str
     detail: str
+    summary: str | None = None
+    """For a cluster: how many nodes are up, which replaces the one-node wording."""
 
     def describe(self) -> str:
+        if self.summary:
+            return f"{self.summary} at {self.bootstrap}: {self.detail}"
         if self.ready:
             return f"broker up at {self.bootstrap} (pid {self.pid}); {self.detail}"
         if self.running:
@@ -51,17 +56,16 @@ class BrokerStatus:
         return f"broker down ({self.detail})"
 
 
-class LocalBroker:
-    """Start, stop and inspect the one-node broker that the embedded mode runs."""
+class BrokerNode:
+    """One KRaft node (broker and controller in one JVM) of the local cluster."""
 
-    def __init__(self, settings: Settings) -> None:
-        if not settings.uses_local_broker:
-            raise BrokerError(
-                f"LAMBDA_KAFKA_BOOTSTRAP_SERVERS points at {settings.kafka_bootstrap_servers}; "
-                "the local broker is only managed when it is unset"
-            )
+    def __init__(self, settings: Settings, node_id: int) -> None:
         self.settings = settings
-        self.home = (settings.data_dir / "kafka").resolve()
+        self.node_id = node_id
+        self.port, self.controller_port = settings.local_broker_ports[node_id - 1]
+        root = (settings.data_dir / "kafka").resolve()
+        self.cluster_root = root
+        self.home = root if settings.broker_nodes == 1 else root / f"node-{node_id}"
         self.log_dirs = self.home / "log-dirs"
         self.logs = self.home / "logs"
         self.properties = self.home / "server.properties"
@@ -70,21 +74,14 @@ class LocalBroker:
 
     @property
     def bootstrap(self) -> str:
-        return self.settings.bootstrap_servers
+        return f"{self.settings.broker_host}:{self.port}"
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    def start(self) -> tuple[BrokerStatus, bool]:
-        """Start the broker and return once it answers metadata requests.
-
-        Returns the status and whether this call started it: a broker that is already running
-        is reported, not started twice.
-        """
-        current = self.status(probe_timeout_s=5.0)
-        if current.running and current.pid is not None:
-            if not current.ready:
-                current = self.wait_ready(current.pid)
-            return current, False
+    def launch(self) -> int | None:
+        """Start this node's JVM unless it runs; returns the new pid (None: it was running)."""
+        if self.running_pid() is not None:
+            return None
         self._check_ports_free()
         java_major_version()
         if not KAFKA_JARS.installed():
@@ -111,8 +108,8 @@ class LocalBroker:
                 command, stdout=stdout, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True
             )
         self.pid_file.write_text(f"{self._child.pid}\n")
-        log.info("broker starting (pid %d) at %s", self._child.pid, self.bootstrap)
-        return self.wait_ready(self._child.pid), True
+        log.info("broker node %d starting (pid %d) at %s", self.node_id, self._child.pid, self.bootstrap)
+        return self._child.pid
 
     def wait_ready(self, pid: int) -> BrokerStatus:
         """Poll with metadata requests until the broker answers, it dies, or time runs out."""
@@ -120,34 +117,46 @@ class LocalBroker:
         last_error = "no answer yet"
         while time.monotonic() < deadline:
             if not _alive(pid):
-                raise BrokerError(f"the broker (pid {pid}) exited during start-up. Last log lines:\n{self.log_tail()}")
+                raise BrokerError(
+                    f"broker node {self.node_id} (pid {pid}) exited during start-up. Last log lines:\n{self.log_tail()}"
+                )
             remaining = max(1.0, min(5.0, deadline - time.monotonic()))
             ok, detail = self._probe(remaining)
             if ok:
                 return BrokerStatus(True, True, pid, self.bootstrap, detail)
             last_error = detail
         raise BrokerError(
-            f"the broker (pid {pid}) did not answer at {self.bootstrap} within "
+            f"broker node {self.node_id} (pid {pid}) did not answer at {self.bootstrap} within "
             f"{self.settings.broker_ready_timeout_s:.0f}s ({last_error}). "
             f"Its log is {self.logs / 'server.log'}; stop it with `lambdactl broker stop`."
         )
 
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
         """Stop the broker gracefully (SIGTERM, then SIGKILL after ``timeout_s``); False if it was not running."""
-        pid = self._running_pid()
+        pid = self.request_stop()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        self.finish_stop(pid, timeout_s)
+        return True
+
+    def request_stop(self) -> int | None:
+        """Send SIGTERM; the pid to wait for, or None if the node was not running."""
+        pid = self.running_pid()
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+        return pid
+
+    def finish_stop(self, pid: int, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Wait for a stop requested with ``request_stop``; SIGKILL after ``timeout_s``."""
         if not self._wait_exit(pid, timeout_s):
-            log.warning("broker (pid %d) did not stop within %.0fs; killing it", pid, timeout_s)
+            log.warning("broker node %d (pid %d) did not stop within %.0fs; killing it", self.node_id, pid, timeout_s)
             os.kill(pid, signal.SIGKILL)
             self._wait_exit(pid, 10.0)
         self.pid_file.unlink(missing_ok=True)
-        return True
 
     def kill(self) -> bool:
         """SIGKILL the broker, as a crash would; False if it was not running."""
-        pid = self._running_pid()
+        pid = self.running_pid()
         if pid is None:
             return False
         os.kill(pid, signal.SIGKILL)
@@ -156,7 +165,7 @@ class LocalBroker:
         return True
 
     def status(self, probe_timeout_s: float = 3.0) -> BrokerStatus:
-        pid = self._running_pid()
+        pid = self.running_pid()
         if pid is None:
             return BrokerStatus(False, False, None, self.bootstrap, "not started")
         ok, detail = self._probe(probe_timeout_s)
@@ -174,16 +183,17 @@ class LocalBroker:
 
     def _probe(self, timeout_s: float) -> tuple[bool, str]:
         try:
-            with quiet_kafka_logs(), admin_client(self.settings, timeout_s) as admin:
+            node_only = self.settings.model_copy(update={"kafka_bootstrap_servers": self.bootstrap})
+            with quiet_kafka_logs(), admin_client(node_only, timeout_s) as admin:
                 cluster = admin.describe_cluster()
         except (KafkaError, OSError) as error:
             return False, f"{type(error).__name__}: {error}"
         brokers = [b for b in cluster["brokers"] if not b.get("is_fenced")]
-        if not any(b["broker_id"] == NODE_ID for b in brokers):
-            return False, f"node {NODE_ID} not yet registered"
+        if not any(b["broker_id"] == self.node_id for b in brokers):
+            return False, f"node {self.node_id} not yet registered"
         return True, f"cluster {cluster['cluster_id']}, controller {cluster['controller_id']}"
 
-    def _running_pid(self) -> int | None:
+    def running_pid(self) -> int | None:
         """The pid of this data dir's broker, if one is alive (a stale pid file is removed)."""
         try:
             pid = int(self.pid_file.read_text().strip())
@@ -210,8 +220,8 @@ class LocalBroker:
 
     def _check_ports_free(self) -> None:
         for setting, port in (
-            ("LAMBDA_BROKER_PORT", self.settings.broker_port),
-            ("LAMBDA_BROKER_CONTROLLER_PORT", self.settings.broker_controller_port),
+            ("LAMBDA_BROKER_PORT", self.port),
+            ("LAMBDA_BROKER_CONTROLLER_PORT", self.controller_port),
         ):
             try:
                 ensure_port_free(self.settings.broker_host, port, setting)
@@ -221,7 +231,7 @@ class LocalBroker:
     def _write_properties(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.properties.write_text(
-            server_properties(self.settings, self.log_dirs),
+            server_properties(self.settings, self.log_dirs, self.node_id),
             encoding="utf-8",
         )
 
@@ -229,7 +239,7 @@ class LocalBroker:
         """Format the KRaft storage on first start only; later starts keep every record."""
         if (self.log_dirs / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = self._cluster_id()
         result = subprocess.run(
             [
                 "java",
@@ -253,15 +263,100 @@ class LocalBroker:
             raise BrokerError(f"formatting the broker storage failed:\n{result.stdout}{result.stderr}")
         log.info("formatted broker storage in %s (cluster %s)", self.log_dirs, cluster_id)
 
+    def _cluster_id(self) -> str:
+        """One id for every node of the local cluster, made once."""
+        if self.settings.broker_nodes == 1:
+            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        path = self.cluster_root / "cluster-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+        return path.read_text().strip()
 
-def server_properties(settings: Settings, log_dirs: Path) -> str:
-    """The broker configuration for a one-node KRaft cluster (broker and controller in one JVM)."""
+
+class LocalBroker:
+    """Start, stop and inspect the local Kafka the embedded mode runs: one node, or three."""
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.uses_local_broker:
+            raise BrokerError(
+                f"LAMBDA_KAFKA_BOOTSTRAP_SERVERS points at {settings.kafka_bootstrap_servers}; "
+                "the local broker is only managed when it is unset"
+            )
+        self.settings = settings
+        self.nodes = [BrokerNode(settings, n) for n in range(1, settings.broker_nodes + 1)]
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.bootstrap_servers
+
+    def node(self, node_id: int) -> BrokerNode:
+        if not 1 <= node_id <= len(self.nodes):
+            raise BrokerError(f"no broker node {node_id}: the local cluster has nodes 1..{len(self.nodes)}")
+        return self.nodes[node_id - 1]
+
+    def start(self) -> tuple[BrokerStatus, bool]:
+        """Start every node that is not running and return once all answer metadata requests.
+
+        All JVMs start before any is awaited: a three-node quorum elects no controller until a
+        majority runs. Returns the status and whether this call started any node.
+        """
+        launched = [node.launch() for node in self.nodes]
+        for node in self.nodes:
+            pid = node.running_pid()
+            if pid is None:
+                raise BrokerError(f"broker node {node.node_id} is not running after its start")
+            node.wait_ready(pid)
+        return self.status(), any(pid is not None for pid in launched)
+
+    def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> bool:
+        """Stop every node gracefully; False if none was running.
+
+        All nodes are asked at once: stopped one by one, the last ones would wait for a controller
+        quorum that has already gone.
+        """
+        stopping = [(node, node.request_stop()) for node in self.nodes]
+        for node, pid in stopping:
+            if pid is not None:
+                node.finish_stop(pid)
+        return any(pid is not None for _, pid in stopping)
+
+    def kill(self) -> bool:
+        return any([node.kill() for node in self.nodes])
+
+    def status(self, probe_timeout_s: float = 3.0) -> BrokerStatus:
+        states = [node.status(probe_timeout_s) for node in self.nodes]
+        if len(states) == 1:
+            return states[0]
+        up = [s for s in states if s.ready]
+        pids = [s.pid for s in states if s.pid is not None]
+        detail = "; ".join(
+            f"node {n.node_id}: {'up' if s.ready else 'down'}" for n, s in zip(self.nodes, states, strict=True)
+        )
+        if len(up) == len(states):
+            summary = f"cluster up ({len(up)} of {len(states)} nodes)"
+        elif len(up) > len(states) // 2:
+            summary = f"cluster degraded ({len(up)} of {len(states)} nodes; clients fail over, restart the others)"
+        else:
+            summary = f"cluster down ({len(up)} of {len(states)} nodes: no controller quorum)"
+        first = pids[0] if pids else None
+        return BrokerStatus(bool(pids), len(up) == len(states), first, self.bootstrap, detail, summary)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(f"-- node {node.node_id} --\n{node.log_tail(lines)}" for node in self.nodes)
+
+
+def server_properties(settings: Settings, log_dirs: Path, node_id: int = 1) -> str:
+    """A node's configuration (broker and controller in one JVM); replication follows the node count."""
     host = settings.broker_host
-    port, controller_port = settings.broker_port, settings.broker_controller_port
+    port, controller_port = settings.local_broker_ports[node_id - 1]
+    voters = ",".join(f"{n}@{host}:{c}" for n, (_, c) in enumerate(settings.local_broker_ports, start=1))
+    replicas = str(min(3, settings.broker_nodes))
+    min_isr = "2" if settings.broker_nodes >= 3 else "1"
     lines = {
         "process.roles": "broker,controller",
-        "node.id": str(NODE_ID),
-        "controller.quorum.voters": f"{NODE_ID}@{host}:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters,
         "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -271,14 +366,15 @@ def server_properties(settings: Settings, log_dirs: Path) -> str:
         # Topics come from settings (`lambdactl topics create`): a typo must fail, not create a topic.
         "auto.create.topics.enable": "false",
         "num.partitions": str(settings.topic_partitions),
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "unclean.leader.election.enable": "false",
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "log.retention.check.interval.ms": "60000",
     }

@@ -16,6 +16,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Compression = Literal["zstd", "lz4", "gzip", "none"]
+NODE_PORT_STEP = 100
+"""Node n of a local cluster listens on the configured ports + NODE_PORT_STEP * (n - 1)."""
 
 
 class Settings(BaseSettings):
@@ -30,6 +32,12 @@ class Settings(BaseSettings):
     broker_port: int = Field(9092, ge=1, le=65535)
     broker_controller_port: int = Field(9093, ge=1, le=65535)
     broker_heap_mb: int = Field(512, ge=128, description="Bounded JVM heap of the local broker.")
+    broker_nodes: int = Field(
+        1,
+        ge=1,
+        le=3,
+        description="Local KRaft nodes: 1, or 3 for high availability (node n listens on the ports + 100*(n-1)).",
+    )
     broker_ready_timeout_s: float = Field(60.0, gt=0)
     kafka_connect_timeout_s: float = Field(10.0, gt=0, description="How long clients try to reach Kafka.")
     kafka_bootstrap_servers: str = Field("", description="host:port[,host:port]; empty means the local broker.")
@@ -98,6 +106,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"LAMBDA_BROKER_PORT and LAMBDA_BROKER_CONTROLLER_PORT must differ (both are {self.broker_port})"
             )
+        if self.broker_nodes == 2:
+            raise ValueError("LAMBDA_BROKER_NODES must be 1 or 3: a quorum of two controllers survives no failure")
+        if self.uses_local_broker and self.topic_replication_factor > self.broker_nodes:
+            raise ValueError(
+                f"LAMBDA_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor} needs as many brokers; "
+                f"the local cluster has LAMBDA_BROKER_NODES={self.broker_nodes}"
+            )
         if self.topic_min_insync_replicas > self.topic_replication_factor:
             raise ValueError("LAMBDA_TOPIC_MIN_INSYNC_REPLICAS cannot exceed LAMBDA_TOPIC_REPLICATION_FACTOR")
         return self
@@ -105,7 +120,16 @@ class Settings(BaseSettings):
     @property
     def bootstrap_servers(self) -> str:
         """Where clients connect: the configured cluster, else the local broker."""
-        return self.kafka_bootstrap_servers or f"{self.broker_host}:{self.broker_port}"
+        local = ",".join(f"{self.broker_host}:{port}" for port, _ in self.local_broker_ports)
+        return self.kafka_bootstrap_servers or local
+
+    @property
+    def local_broker_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each local node, node 1 first."""
+        return [
+            (self.broker_port + NODE_PORT_STEP * n, self.broker_controller_port + NODE_PORT_STEP * n)
+            for n in range(self.broker_nodes)
+        ]
 
     @property
     def uses_local_broker(self) -> bool:

@@ -18,6 +18,7 @@ from typing import Annotated, ParamSpec, TypeVar
 import duckdb
 import typer
 from kafka.errors import KafkaError
+from pydantic import ValidationError
 
 from batch_layer.batch_job import EmptyLakeError
 from batch_layer.publish import SupersededError
@@ -107,9 +108,20 @@ def configure(
     if verbose:
         kafka_logger.setLevel(logging.DEBUG)
         return
+    try:
+        settings = get_settings()
+    except ValidationError as error:  # a LAMBDA_* variable is wrong: say which and how, no traceback
+        for item in error.errors(include_url=False):
+            if item["loc"]:
+                name = "LAMBDA_" + "_".join(str(p) for p in item["loc"]).upper()
+                message = f"{name}: {item['msg']} (got {item.get('input')!r})"
+            else:  # a rule across settings: its message names them
+                message = item["msg"].removeprefix("Value error, ")
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     # kafka-python logs every retry of a connection as an error; the platform reports failures
     # itself, so the client's own chatter goes to a file a user can read when asked to.
-    folder = get_settings().data_dir / "logs"
+    folder = settings.data_dir / "logs"
     folder.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(folder / "kafka-client.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -141,9 +153,16 @@ def broker_start() -> None:
 
 @broker_app.command("stop")
 @friendly_errors
-def broker_stop() -> None:
+def broker_stop(
+    node: Annotated[int | None, typer.Option(help="Only this node of a 3-node cluster (to see failover).")] = None,
+) -> None:
     """Stop the broker gracefully; its data stays for the next start."""
-    stopped = LocalBroker(get_settings()).stop()
+    broker = LocalBroker(get_settings())
+    if node is not None:
+        stopped = broker.node(node).stop()
+        typer.echo(f"broker node {node} stopped" if stopped else f"broker node {node} was not running")
+        return
+    stopped = broker.stop()
     typer.echo("broker stopped" if stopped else "broker was not running")
 
 

@@ -92,8 +92,14 @@ def _kafka(settings: Settings, status: Status, sample_s: float) -> dict[int, int
     finally:
         consumer.close(autocommit=False)
     with admin_client(settings) as admin:
-        brokers = len(admin.describe_cluster()["brokers"])
-        groups = admin.describe_groups([settings.lake_sink_group, settings.speed_group])
+        brokers = len([b for b in admin.describe_cluster()["brokers"] if not b.get("is_fenced")])
+        try:
+            groups = admin.describe_groups([settings.lake_sink_group, settings.speed_group])
+        except KafkaError as error:  # e.g. the group coordinator moves after a broker left
+            groups = {
+                group: {"members": [], "group_state": f"unknown ({type(error).__name__})"}
+                for group in (settings.lake_sink_group, settings.speed_group)
+            }
     status.components.append(Component("kafka", True, f"{brokers} broker(s) at {settings.bootstrap_servers}"))
     status.events_per_s = (sum(ends.values()) - sum(first.values())) / sample_s if sample_s else None
     status.dead_letters = sum(dlq.values()) - sum(dlq_start.values())

@@ -68,13 +68,8 @@ def free_ports(count: int) -> list[int]:
 
 def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
     port, controller_port = free_ports(2)
-    return Settings(
-        data_dir=data_dir,
-        broker_port=port,
-        broker_controller_port=controller_port,
-        broker_heap_mb=384,
-        **overrides,  # type: ignore[arg-type]
-    )
+    values: dict[str, object] = {"broker_port": port, "broker_controller_port": controller_port, "broker_heap_mb": 384}
+    return Settings(data_dir=data_dir, **{**values, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -143,3 +138,26 @@ def free_port_run(length: int) -> int:
             continue
         return first
     raise RuntimeError(f"no {length} consecutive free ports found")
+
+
+def local_cluster_settings(data_dir: Path, **overrides: object) -> Settings:
+    """A three-node local cluster on free ports (node n on the ports + 100 * (n - 1))."""
+    for _ in range(100):
+        port, controller_port = free_ports(2)
+        nodes = Settings(broker_port=port, broker_controller_port=controller_port, broker_nodes=3)
+        try:
+            for pair in nodes.local_broker_ports:
+                for candidate in pair:
+                    ensure_port_free("127.0.0.1", candidate, "test")
+        except (PortInUseError, ValueError):
+            continue
+        return local_broker_settings(
+            data_dir,
+            broker_port=port,
+            broker_controller_port=controller_port,
+            broker_nodes=3,
+            topic_replication_factor=3,
+            topic_min_insync_replicas=2,
+            **overrides,
+        )
+    raise RuntimeError("no free ports for a three-node cluster")

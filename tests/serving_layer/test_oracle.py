@@ -16,42 +16,13 @@ from pyspark.sql import SparkSession
 
 from batch_layer.batch_job import run_batch
 from batch_layer.lake_sink import LakeSink
-from lambda_contracts.columns import events_to_arrow
-from lambda_contracts.intake import split
-from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import read_snapshot
-from lambda_contracts.views import VIEWS
-from serving_layer.query import serving_connection
 from speed_layer.worker import SpeedWorker
 from tests.flows import lively_simulators, producing, whole_platform_settings
 from tests.kafka_helpers import read_topic
-from tests.oracle import first_copies, normalised_rows, view_rows
+from tests.oracle import compare
 
 pytestmark = pytest.mark.integration
-
-
-def compare(settings: Settings) -> tuple[int, bool]:
-    """Compare every merged view with the oracle; returns records reflected and whether any
-    partition was between a batch publish and the speed layer's prune."""
-    connection = serving_connection(settings)
-    try:
-        status = connection.sql("SELECT * FROM serving_status").to_arrow_table().to_pylist()
-        merged = {v.name: normalised_rows(connection.sql(f"SELECT * FROM {v.name}").to_arrow_table()) for v in VIEWS}
-    finally:
-        connection.close()
-    reflected = {row["kafka_partition"]: row["reflected_offset"] for row in status}
-    records = [r for r in read_topic(settings, settings.events_topic) if r.offset < reflected[r.partition]]
-    accepted, _ = split(records, JsonSerde(), rejected_by="oracle")
-    events = first_copies(events_to_arrow(accepted).to_pylist())
-    for view in VIEWS:
-        assert merged[view.name] == view_rows(events, view), f"{view.name} differs from the recompute"
-    in_grace = False
-    for row in status:
-        snapshot = read_snapshot(settings.speed_views_path, row["kafka_partition"])
-        if snapshot and row["speed_used"] and any(s.end <= row["batch_cutoff"] for s in snapshot.segments):
-            in_grace = True  # speed rows below the cutoff still published, and correctly left out
-    return sum(reflected.values()), in_grace
 
 
 def test_merged_views_equal_a_recompute_while_everything_runs(
