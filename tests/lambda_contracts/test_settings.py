@@ -43,9 +43,25 @@ def test_bootstrap_is_the_local_broker_unless_a_cluster_is_given() -> None:
 
 def test_topics_follow_settings() -> None:
     events, dead_letters = platform_topics(
-        Settings(topic_partitions=9, topic_replication_factor=3, topic_min_insync_replicas=2, events_retention_hours=2)
+        Settings(
+            kafka_bootstrap_servers="kafka-1:9092,kafka-2:9092,kafka-3:9092",
+            topic_partitions=9,
+            topic_replication_factor=3,
+            topic_min_insync_replicas=2,
+            events_retention_hours=2,
+        )
     )
     assert (events.name, events.partitions, events.replication_factor) == ("events", 9, 3)
     assert events.configs["retention.ms"] == str(2 * 3_600_000)
     assert events.configs["min.insync.replicas"] == "2"
     assert dead_letters.name == "events.dlq"
+
+
+def test_a_local_cluster_has_one_or_three_nodes_on_spaced_ports() -> None:
+    cluster = Settings(broker_nodes=3, broker_port=9400, broker_controller_port=9401, topic_replication_factor=3)
+    assert cluster.local_broker_ports == [(9400, 9401), (9500, 9501), (9600, 9601)]
+    assert cluster.bootstrap_servers == "127.0.0.1:9400,127.0.0.1:9500,127.0.0.1:9600"
+    with pytest.raises(ValueError, match="must be 1 or 3"):
+        Settings(broker_nodes=2)
+    with pytest.raises(ValueError, match="LAMBDA_BROKER_NODES=1"):
+        Settings(topic_replication_factor=3)

@@ -194,3 +194,11 @@ def test_demo_started_in_the_background_cleans_up_on_sigterm(env: dict[str, str]
     assert demo.returncode == 0, output[-3000:]
     assert "stopping ..." in output and "stopped lake-sink (exit" in output and "broker stopped" in output
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "SIGTERM leaves no broker or service behind"
+
+
+def test_a_wrong_setting_is_named_without_a_traceback(env: dict[str, str]) -> None:
+    result = lambdactl({**env, "LAMBDA_BROKER_NODES": "2"}, "broker", "status")
+    assert result.returncode == 2
+    assert "error: LAMBDA_BROKER_NODES must be 1 or 3" in result.stderr and "Traceback" not in result.stderr
+    typo = lambdactl({**env, "LAMBDA_SPEED_PUBLISH_MS": "soon"}, "status")
+    assert typo.returncode == 2 and "error: LAMBDA_SPEED_PUBLISH_MS: Input should be a valid integer" in typo.stderr
