@@ -26,7 +26,7 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import start_airflow
 from lambdactl.monitor import MonitorTick, run_monitor
-from lambdactl.services import Service
+from lambdactl.services import Service, refuse_leftovers
 
 STATUS_EVERY_S = 15.0
 SAMPLE_QUERY = (
@@ -51,6 +51,7 @@ def run_demo(
     logs = settings.data_dir / "logs"
     env = settings.child_environment()
     try:
+        refuse_leftovers(settings.data_dir)
         install_all(progress=echo)
         if broker is not None:
             status, started_broker = broker.start()

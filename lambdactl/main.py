@@ -36,6 +36,7 @@ from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import AirflowError
 from lambdactl.dead_letters import read_dead_letters
 from lambdactl.monitor import run_monitor
+from lambdactl.services import LeftoverError
 from sources.producer import BatchingProducer, DeliveryError
 from sources.run import RunReport, build_simulators, run_simulation
 
@@ -69,6 +70,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     SparkSetupError,
     EmptyLakeError,
     SupersededError,
+    LeftoverError,
 )
 
 

@@ -76,3 +76,52 @@ class Service:
         if not self.log.exists():
             return "(no output)"
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class LeftoverError(RuntimeError):
+    """Processes of an earlier run on the same data dir still run; the message lists them."""
+
+
+def leftover_processes(data_dir: Path) -> list[tuple[int, str]]:
+    """Platform processes (``lambdactl`` services, Airflow) of an earlier run on ``data_dir``.
+
+    A demo killed with SIGKILL cannot stop its children; they still hold the data dir's
+    consumer groups and Airflow's ports. Found through /proc: their ``LAMBDA_DATA_DIR`` (relative
+    to their working directory) or ``AIRFLOW_HOME`` names this data dir.
+    """
+    target = data_dir.resolve()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            environ = dict(
+                item.split("=", 1)
+                for item in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
+                if "=" in item
+            )
+            cwd = (proc / "cwd").resolve()
+        except OSError:
+            continue
+        ours = (
+            "lambdactl" in cmdline
+            and "LAMBDA_DATA_DIR" in environ
+            and (cwd / environ["LAMBDA_DATA_DIR"]).resolve() == target
+        )
+        airflow = environ.get("AIRFLOW_HOME") == str(target / "airflow")
+        if (ours and " demo" not in cmdline) or airflow:
+            found.append((int(proc.name), cmdline[:100]))
+    return sorted(found)
+
+
+def refuse_leftovers(data_dir: Path) -> None:
+    """Stop with a clear message if an earlier run on ``data_dir`` left processes behind."""
+    leftovers = leftover_processes(data_dir)
+    if leftovers:
+        listing = "\n".join(f"  pid {pid}: {command}" for pid, command in leftovers)
+        pids = " ".join(str(pid) for pid, _ in leftovers)
+        raise LeftoverError(
+            f"an earlier run on {data_dir.resolve()} is still running (killed without clean-up?):\n{listing}\n"
+            f"Stop it with `kill {pids}` (the services commit and exit), then start again; the data is kept."
+        )

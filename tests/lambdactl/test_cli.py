@@ -18,6 +18,7 @@ import pytest
 from lambda_contracts.settings import Settings
 from lambdactl.status import airflow_api, airflow_url
 from tests.conftest import EXTERNAL_BROKER_ENV, free_port_run, free_ports
+from tests.flows import reaped, start_lambdactl, wait_for
 from tests.lambdactl.airflow_browser import trigger_recompute
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -202,3 +203,11 @@ def test_a_wrong_setting_is_named_without_a_traceback(env: dict[str, str]) -> No
     assert "error: LAMBDA_BROKER_NODES must be 1 or 3" in result.stderr and "Traceback" not in result.stderr
     typo = lambdactl({**env, "LAMBDA_SPEED_PUBLISH_MS": "soon"}, "status")
     assert typo.returncode == 2 and "error: LAMBDA_SPEED_PUBLISH_MS: Input should be a valid integer" in typo.stderr
+
+
+def test_a_run_killed_without_clean_up_is_named_before_a_new_one_starts(env: dict[str, str], tmp_path: Path) -> None:
+    with reaped([start_lambdactl(env, tmp_path / "serve.log", "serve")]) as (leftover,):
+        wait_for((tmp_path / "serving").exists, 60, "the leftover serve loop running")
+        result = lambdactl(env, "demo", "--duration", "1", "--no-airflow")
+        assert result.returncode == 1
+        assert "is still running" in result.stderr and f"kill {leftover.pid}" in result.stderr, result.stderr
