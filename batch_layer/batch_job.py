@@ -26,7 +26,7 @@ from pyspark.sql import SparkSession, functions
 
 from batch_layer.lake import Lake
 from batch_layer.publish import publish
-from lambda_contracts.atomic import write_atomically
+from lambda_contracts.atomic import folder_lock, write_atomically
 from lambda_contracts.manifest import SEGMENTS, Manifest, current_version, read_current, read_manifest
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
@@ -157,7 +157,25 @@ def run_batch(
     spark: Callable[[], SparkSession],
     recompute: tuple[date | None, date | None] | None = None,
 ) -> Manifest:
-    """Plan (or reuse the plan of) ``run_id``, compute, and publish; returns the published manifest."""
+    """Plan (or reuse the plan of) ``run_id``, compute, and publish; returns the published manifest.
+
+    One run at a time, across processes: the scheduled DAG and a manual recompute would otherwise
+    plan on the same version and the slower one would be superseded (with a one-minute cadence and
+    a recompute longer than a minute, again and again). A run waits for the one in progress and
+    then plans on what it published.
+    """
+    root = settings.batch_views_path
+    log.info("run %s: waiting for any batch run in progress", run_id)
+    with folder_lock(root / "runs"):
+        return _run_batch(settings, run_id, spark, recompute)
+
+
+def _run_batch(
+    settings: Settings,
+    run_id: str,
+    spark: Callable[[], SparkSession],
+    recompute: tuple[date | None, date | None] | None,
+) -> Manifest:
     root = settings.batch_views_path
     saved = plan_path(root, run_id)
     plan = load_plan(saved)

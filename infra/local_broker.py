@@ -302,8 +302,9 @@ class LocalBroker:
         majority runs. Returns the status and whether this call started any node.
         """
         launched = [node.launch() for node in self.nodes]
-        for node in self.nodes:
-            pid = node.running_pid()
+        for node, new_pid in zip(self.nodes, launched, strict=True):
+            # A just-started JVM may not show its command line yet (fork before exec): trust the pid.
+            pid = new_pid if new_pid is not None else node.running_pid()
             if pid is None:
                 raise BrokerError(f"broker node {node.node_id} is not running after its start")
             node.wait_ready(pid)

@@ -6,6 +6,8 @@ adding partitions moves keys to other partitions and breaks per-entity ordering.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -13,6 +15,9 @@ from kafka import KafkaAdminClient
 from lambda_contracts.topics import TopicSpec
 
 TOPIC_ALREADY_EXISTS = 36
+
+
+log = logging.getLogger(__name__)
 
 
 class TopicMismatchError(RuntimeError):
@@ -46,7 +51,7 @@ def ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[Topic
                 f"could not create topic {topic['name']}: {topic['error_message']} (error code {topic['error_code']})"
             )
     admin.wait_for_topics([spec.name for spec in specs])
-    described = {t["name"]: len(t["partitions"]) for t in admin.describe_topics([s.name for s in specs])}
+    described = _partitions_with_leaders(admin, [spec.name for spec in specs])
     reports = []
     for spec in specs:
         actual = described[spec.name]
@@ -58,3 +63,17 @@ def ensure_topics(admin: KafkaAdminClient, specs: list[TopicSpec]) -> list[Topic
             )
         reports.append(TopicReport(spec.name, actual, spec.name in created))
     return reports
+
+
+def _partitions_with_leaders(admin: KafkaAdminClient, names: list[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Partition counts once every partition has a leader: on a cluster, a broker that has not
+    yet heard of a new topic describes it with no partitions."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        topics = admin.describe_topics(names)
+        complete = all(t["partitions"] and all(p["leader_id"] >= 0 for p in t["partitions"]) for t in topics)
+        if complete or time.monotonic() > deadline:
+            if not complete:
+                log.warning("topics %s still have partitions without a leader after %.0fs", names, timeout_s)
+            return {t["name"]: len(t["partitions"]) for t in topics}
+        time.sleep(0.2)  # polling the cluster's metadata, bounded by the deadline
