@@ -30,6 +30,7 @@ from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 
 log = logging.getLogger(__name__)
+GROUP_COMMIT_TIMEOUT_MS = 5000
 
 POLL_TIMEOUT_MS = 200
 MAX_POLL_RECORDS = 20_000
@@ -181,7 +182,8 @@ class LakeSink:
         """Mirror the lake's offsets into the consumer group, for lag monitoring only."""
         try:
             self.consumer.commit(
-                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()}
+                {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
+                timeout_ms=GROUP_COMMIT_TIMEOUT_MS,  # bounded: with Kafka gone it would retry forever
             )
         except Exception as error:  # the lake is the source of truth; lag display can wait
             log.warning("could not mirror lake offsets to the consumer group: %s", error)
