@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaTimeoutError
 
 from lambda_contracts.settings import Settings
@@ -96,3 +96,10 @@ def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
         yield
     finally:
         logger.setLevel(previous)
+
+
+def topic_offsets(consumer: KafkaConsumer, topic: str, beginning: bool = False) -> dict[int, int]:
+    """Partition -> end offset (or first offset) of ``topic``; empty if the topic does not exist."""
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    offsets = consumer.beginning_offsets(partitions) if beginning else consumer.end_offsets(partitions)
+    return {tp.partition: offset for tp, offset in offsets.items()}

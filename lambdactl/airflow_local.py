@@ -43,14 +43,27 @@ def airflow_home(settings: Settings) -> Path:
     return (settings.data_dir / "airflow").resolve()
 
 
+def passwords_file(settings: Settings) -> Path:
+    return airflow_home(settings) / "passwords.json"
+
+
+def saved_admin_password(settings: Settings) -> str | None:
+    """The embedded Airflow's admin password, if a demo has generated it."""
+    path = passwords_file(settings)
+    return str(json.loads(path.read_text())[ADMIN]) if path.exists() else None
+
+
 def admin_password(settings: Settings) -> str:
     """The admin password, generated on first use and kept for later runs."""
-    path = airflow_home(settings) / "passwords.json"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({ADMIN: secrets.token_urlsafe(12)}))
-        path.chmod(0o600)
-    return str(json.loads(path.read_text())[ADMIN])
+    saved = saved_admin_password(settings)
+    if saved is not None:
+        return saved
+    path = passwords_file(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(12)
+    path.write_text(json.dumps({ADMIN: password}))
+    path.chmod(0o600)
+    return password
 
 
 def airflow_env(settings: Settings) -> dict[str, str]:
@@ -65,7 +78,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(settings)),
             "AIRFLOW__API__PORT": str(settings.airflow_port),
             # Airflow's own defaults (8793, 8794) would collide with a second demo or a chosen port.
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(airflow_ports(settings)[1]),

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pyarrow as pa
-from kafka import TopicPartition
 
 from batch_layer.lake import Lake
-from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.kafka_clients import new_consumer, topic_offsets
 from lambda_contracts.settings import Settings
 
 
@@ -17,15 +16,15 @@ def describe_lake(settings: Settings) -> list[str]:
         return [f"no lake yet at {settings.lake_path}: start the sink with `lambdactl lake-sink`"]
     consumer = new_consumer(settings, group_id=None)
     try:
-        partitions = sorted(consumer.partitions_for_topic(settings.events_topic) or ())
-        ends = consumer.end_offsets([TopicPartition(settings.events_topic, p) for p in partitions])
+        ends = topic_offsets(consumer, settings.events_topic)
     finally:
         consumer.close(autocommit=False)
+    partitions = sorted(ends)
     committed = lake.committed_offsets(partitions, table)
     rows = sum(pa.table(table.get_add_actions(flatten=True)).column("num_records").to_pylist())
     lines = [f"lake {settings.lake_path}: Delta version {table.version()}, {rows:,} rows"]
     for partition in partitions:
-        end = ends[TopicPartition(settings.events_topic, partition)]
+        end = ends[partition]
         lines.append(
             f"  partition {partition}: complete below offset {committed[partition]:,} "
             f"(topic end {end:,}, behind by {end - committed[partition]:,})"

@@ -16,15 +16,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from batch_layer.lake import Lake
-from lambda_contracts.kafka_clients import admin_client, new_consumer
+from lambda_contracts.kafka_clients import admin_client, new_consumer, topic_offsets
 from lambda_contracts.manifest import read_current
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
-from lambdactl.airflow_local import ADMIN, airflow_home
+from lambdactl.airflow_local import ADMIN, saved_admin_password
 from serving_layer.database_file import latest_database
 
 HTTP_TIMEOUT_S = 3.0
@@ -84,11 +83,11 @@ def _kafka(settings: Settings, status: Status, sample_s: float) -> dict[int, int
         status.components.append(Component("kafka", False, f"unreachable at {settings.bootstrap_servers}: {error}"))
         return {}
     try:
-        first = _end_offsets(consumer, settings.events_topic)
+        first = topic_offsets(consumer, settings.events_topic)
         time.sleep(sample_s)  # a rate needs two samples
-        ends = _end_offsets(consumer, settings.events_topic)
-        dlq = _end_offsets(consumer, settings.dead_letter_topic)
-        dlq_start = _end_offsets(consumer, settings.dead_letter_topic, beginning=True)
+        ends = topic_offsets(consumer, settings.events_topic)
+        dlq = topic_offsets(consumer, settings.dead_letter_topic)
+        dlq_start = topic_offsets(consumer, settings.dead_letter_topic, beginning=True)
     finally:
         consumer.close(autocommit=False)
     with admin_client(settings) as admin:
@@ -108,12 +107,6 @@ def _kafka(settings: Settings, status: Status, sample_s: float) -> dict[int, int
         detail = f"{members} member(s), state {description['group_state']}"
         status.components.append(Component(f"group {group}", members > 0, detail))
     return ends
-
-
-def _end_offsets(consumer: KafkaConsumer, topic: str, beginning: bool = False) -> dict[int, int]:
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    offsets = consumer.beginning_offsets(partitions) if beginning else consumer.end_offsets(partitions)
-    return {tp.partition: offset for tp, offset in offsets.items()}
 
 
 def _lake(settings: Settings, status: Status, ends: dict[int, int]) -> None:
@@ -219,9 +212,8 @@ def airflow_api(settings: Settings, path: str) -> Any:
 def _airflow_password(settings: Settings) -> str | None:
     if settings.airflow_password.get_secret_value():
         return settings.airflow_password.get_secret_value()
-    local = airflow_home(settings) / "passwords.json"  # the embedded demo keeps its generated one here
-    if settings.airflow_username == ADMIN and local.exists():
-        return str(json.loads(local.read_text())[ADMIN])
+    if settings.airflow_username == ADMIN:
+        return saved_admin_password(settings)  # the embedded demo's generated one
     return None
 
 

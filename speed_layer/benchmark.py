@@ -31,7 +31,7 @@ from kafka import TopicPartition
 from infra.topics import ensure_topics
 from lambda_contracts import duck
 from lambda_contracts.events import SensorReading, SensorReadingPayload
-from lambda_contracts.kafka_clients import admin_client, new_consumer
+from lambda_contracts.kafka_clients import admin_client, new_consumer, topic_offsets
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
@@ -173,14 +173,13 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
                 json.loads(record.value)
                 parsed += 1
     bare = events / (time.perf_counter() - started)
+    ends = {p: 0 for p in range(settings.topic_partitions)} | topic_offsets(consumer, settings.events_topic)
     consumer.close(autocommit=False)
 
     stop = threading.Event()
     worker = SpeedWorker(settings)
     thread = threading.Thread(target=worker.run, args=(stop,))
     thread.start()
-    ends = {p: 0 for p in range(settings.topic_partitions)}
-    ends.update({tp.partition: offset for tp, offset in _end_offsets(settings, tps).items()})
     while worker.events_counted < events:  # a cheap in-process signal; snapshots are read only at the end
         time.sleep(0.02)
     while True:
@@ -193,14 +192,6 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
     stop.set()
     thread.join()
     return speed, bare
-
-
-def _end_offsets(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    consumer = new_consumer(settings, group_id=None)
-    try:
-        return dict(consumer.end_offsets(tps))
-    finally:
-        consumer.close(autocommit=False)
 
 
 def measure_queries(settings: Settings, runs: int = 50) -> tuple[list[float], list[float]]:

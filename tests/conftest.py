@@ -24,7 +24,7 @@ from infra.local_broker import LocalBroker
 from infra.ports import PortInUseError, ensure_port_free
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
-from lambda_contracts.settings import Settings
+from lambda_contracts.settings import NODE_PORT_STEP, Settings
 from lambda_contracts.topics import platform_topics
 
 EXTERNAL_BROKER_ENV = "LAMBDA_TEST_BOOTSTRAP_SERVERS"
@@ -125,18 +125,22 @@ def kafka(broker_settings: Settings) -> Settings:
     return settings
 
 
+def all_free(ports: list[int]) -> bool:
+    """Whether nothing listens on any of ``ports`` right now."""
+    try:
+        for port in ports:
+            ensure_port_free("127.0.0.1", port, "test")
+    except PortInUseError:
+        return False
+    return True
+
+
 def free_port_run(length: int) -> int:
     """The first of ``length`` consecutive free ports (Airflow takes its port and the next two)."""
     for _ in range(100):
         first = free_ports(1)[0]
-        if first + length > 65535:
-            continue
-        try:
-            for port in range(first, first + length):
-                ensure_port_free("127.0.0.1", port, "test")
-        except PortInUseError:
-            continue
-        return first
+        if first + length <= 65535 and all_free(list(range(first, first + length))):
+            return first
     raise RuntimeError(f"no {length} consecutive free ports found")
 
 
@@ -144,12 +148,9 @@ def local_cluster_settings(data_dir: Path, **overrides: object) -> Settings:
     """A three-node local cluster on free ports (node n on the ports + 100 * (n - 1))."""
     for _ in range(100):
         port, controller_port = free_ports(2)
-        nodes = Settings(broker_port=port, broker_controller_port=controller_port, broker_nodes=3)
-        try:
-            for pair in nodes.local_broker_ports:
-                for candidate in pair:
-                    ensure_port_free("127.0.0.1", candidate, "test")
-        except (PortInUseError, ValueError):
+        step = NODE_PORT_STEP
+        wanted = [p + step * n for n in range(3) for p in (port, controller_port)]
+        if max(wanted) > 65535 or not all_free(wanted):
             continue
         return local_broker_settings(
             data_dir,

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import read_snapshot
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
 from sources.simulators import Simulator
@@ -96,3 +97,9 @@ def start_lambdactl(env: dict[str, str], log: Path, *args: str) -> subprocess.Po
     """A ``lambdactl`` subcommand as its own process, output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "lambdactl", *args], env=env, stdout=out, stderr=out)
+
+
+def speed_reflected(settings: Settings) -> int:
+    """Records the speed layer's published snapshots reflect, over all partitions."""
+    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
+    return sum(s.next_offset for s in snapshots if s)

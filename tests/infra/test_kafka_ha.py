@@ -18,23 +18,16 @@ from batch_layer.lake_sink import LakeSink
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.kafka_clients import admin_client
-from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.topics import platform_topics
 from sources.producer import BatchingProducer
 from sources.run import RunReport, run_simulation
 from speed_layer.worker import SpeedWorker
 from tests.conftest import local_cluster_settings
-from tests.flows import lively_simulators, wait_for, whole_platform_settings
+from tests.flows import lively_simulators, speed_reflected, wait_for, whole_platform_settings
 from tests.kafka_helpers import read_topic
 from tests.oracle import compare
 
 pytestmark = pytest.mark.e2e
-
-
-def reflected_by_speed(settings: Settings) -> int:
-    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
-    return sum(s.next_offset for s in snapshots if s)
 
 
 def test_a_broker_dies_while_the_platform_runs_and_nothing_acknowledged_is_lost(
@@ -72,10 +65,10 @@ def test_a_broker_dies_while_the_platform_runs_and_nothing_acknowledged_is_lost(
         for thread in [producer, *services]:
             thread.start()
         try:
-            wait_for(lambda: reflected_by_speed(settings) > 1500, 90, "the speed layer reflecting 1,500 records")
+            wait_for(lambda: speed_reflected(settings) > 1500, 90, "the speed layer reflecting 1,500 records")
             assert cluster.node(victim).kill(), f"node {victim} was running"
-            at_kill = reflected_by_speed(settings)
-            wait_for(lambda: reflected_by_speed(settings) > at_kill + 1500, 120, "views advancing with a broker down")
+            at_kill = speed_reflected(settings)
+            wait_for(lambda: speed_reflected(settings) > at_kill + 1500, 120, "views advancing with a broker down")
             run_batch(settings, "after-failover", lambda: spark)
         finally:
             producing.set()

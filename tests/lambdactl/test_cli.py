@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lambda_contracts.settings import Settings
+from lambdactl.airflow_local import saved_admin_password
 from lambdactl.status import airflow_api, airflow_url
 from tests.conftest import EXTERNAL_BROKER_ENV, free_port_run, free_ports
 from tests.flows import reaped, start_lambdactl, wait_for
@@ -163,7 +163,8 @@ def recompute_from_the_browser(env: dict[str, str]) -> None:
         broker_controller_port=int(env["LAMBDA_BROKER_CONTROLLER_PORT"]),
     )
     day = datetime.now(UTC).date().isoformat()
-    password = json.loads((Path(env["LAMBDA_DATA_DIR"]) / "airflow" / "passwords.json").read_text())["admin"]
+    password = saved_admin_password(settings)
+    assert password is not None, "the demo generated the admin password"
     screenshot = ARTIFACTS / "airflow-batch-recompute-triggered.png"
     run_id = trigger_recompute(airflow_url(settings), password, day, screenshot)
     assert screenshot.stat().st_size > 10_000, "the screenshot is kept as a test artifact"

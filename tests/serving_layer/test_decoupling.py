@@ -18,20 +18,14 @@ from pyspark.sql import SparkSession
 from batch_layer.batch_job import run_batch
 from batch_layer.lake_sink import LakeSink
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import read_snapshot
 from speed_layer.worker import SpeedWorker
-from tests.flows import lively_simulators, producing, wait_for, whole_platform_settings
+from tests.flows import lively_simulators, producing, speed_reflected, wait_for, whole_platform_settings
 from tests.kafka_helpers import read_topic
 from tests.oracle import compare
 
 pytestmark = pytest.mark.integration
 
 OUTAGE_S = 8.0
-
-
-def speed_offsets(settings: Settings) -> int:
-    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
-    return sum(s.next_offset for s in snapshots if s)
 
 
 def start_speed(settings: Settings) -> tuple[threading.Event, threading.Thread]:
@@ -51,14 +45,14 @@ def test_speed_layer_down_for_a_while_then_catches_up_exactly(
     speed_stop, speed = start_speed(settings)
     try:
         with producing(settings, lively_simulators(seed=47, rate=150.0)):
-            wait_for(lambda: speed_offsets(settings) > 1000, 60, "the speed layer reflecting 1,000 records")
+            wait_for(lambda: speed_reflected(settings) > 1000, 60, "the speed layer reflecting 1,000 records")
             speed_stop.set()
             speed.join()
-            stopped_at = speed_offsets(settings)
+            stopped_at = speed_reflected(settings)
             time.sleep(OUTAGE_S / 2)  # producers keep their rate while the speed layer is down
             run_batch(settings, "during-speed-outage", lambda: spark)
             reflected, _ = compare(settings)  # exact while speed is down: batch + what speed published
-            assert speed_offsets(settings) == stopped_at, "nothing published the speed state meanwhile"
+            assert speed_reflected(settings) == stopped_at, "nothing published the speed state meanwhile"
             time.sleep(OUTAGE_S / 2)
             behind = len(read_topic(settings, settings.events_topic)) - stopped_at
             assert behind > 1000, "the outage left the speed layer well behind"
