@@ -26,8 +26,8 @@ from pyspark.sql import SparkSession, functions
 
 from batch_layer.lake import Lake
 from batch_layer.publish import publish
-from lambda_contracts.atomic import folder_lock, write_atomically
 from lambda_contracts.manifest import SEGMENTS, Manifest, current_version, read_current, read_manifest
+from lambda_contracts.plumbing.files import folder_lock, write_atomically
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS, deduplicated_sql

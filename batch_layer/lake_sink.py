@@ -22,10 +22,11 @@ import pyarrow as pa
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from batch_layer.lake import FencedError, Lake
-from lambda_contracts.batch_decode import decode_batch
 from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
-from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord
-from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
+from lambda_contracts.intake import KafkaRecord
+from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
+from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
+from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 
@@ -118,7 +119,7 @@ class LakeSink:
                 fresh[0].offset - 1,
             )
         self._gap_checked.discard(partition)
-        events, rejected = decode_batch(fresh, self.serde, rejected_by=self.group)
+        events, rejected = decode_micro_batch(fresh, self.serde, rejected_by=self.group)
         self.dead_letters.publish(rejected)
         self.stats.rejected += len(rejected)
         self._buffer[partition].append(events)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lambda_contracts.atomic import folder_lock, write_atomically
 from lambda_contracts.manifest import CURRENT, Manifest, current_version, manifest_path, read_manifest
+from lambda_contracts.plumbing.files import folder_lock, write_atomically
 
 
 class SupersededError(RuntimeError):

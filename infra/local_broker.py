@@ -24,7 +24,7 @@ from kafka.errors import KafkaError
 
 from infra.jars import KAFKA_JARS, KAFKA_LOG4J_CONFIG, InstallError, java_major_version
 from infra.ports import PortInUseError, ensure_port_free
-from lambda_contracts.kafka_clients import admin_client, quiet_kafka_logs
+from lambda_contracts.plumbing.kafka import admin_client, quiet_kafka_logs
 from lambda_contracts.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from kafka import TopicPartition
 
 from lambda_contracts.dead_letter import DeadLetter
-from lambda_contracts.kafka_clients import new_consumer
+from lambda_contracts.plumbing.kafka import new_consumer
 from lambda_contracts.settings import Settings
 
 

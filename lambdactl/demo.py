@@ -20,8 +20,8 @@ from batch_layer.lake import Lake
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
-from lambda_contracts.kafka_clients import admin_client
 from lambda_contracts.manifest import read_current
+from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import start_airflow

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from batch_layer.lake import Lake
-from lambda_contracts.kafka_clients import new_consumer, topic_offsets
+from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
 from lambda_contracts.settings import Settings
 
 

@@ -28,8 +28,8 @@ from infra.local_broker import BrokerError, LocalBroker
 from infra.ports import PortInUseError
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import Source
-from lambda_contracts.intake import DeadLetterError
-from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.plumbing.dead_letters import DeadLetterError
+from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import get_settings
 from lambda_contracts.topics import platform_topics
@@ -397,7 +397,7 @@ def bench_producer(
     rounds: Annotated[int, typer.Option(help="Interleaved rounds; the median is reported.")] = 3,
 ) -> None:
     """Producer events/s and MB/s against a bare kafka-python loop, with the ratio."""
-    from sources.benchmark import report, run_producer_benchmark
+    from benchmarks.producer import report, run_producer_benchmark
 
     for line in report(run_producer_benchmark(get_settings(), events, rounds, show=typer.echo)):
         typer.echo(line)
@@ -407,7 +407,7 @@ def bench_producer(
 @friendly_errors
 def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] = 1_000_000) -> None:
     """Spark's recompute of a day of events against DuckDB over the same lake files."""
-    from batch_layer.benchmark import report, run_batch_benchmark
+    from benchmarks.batch import report, run_batch_benchmark
 
     for line in report(run_batch_benchmark(get_settings(), events, show=typer.echo)):
         typer.echo(line)
@@ -426,7 +426,7 @@ def bench_freshness(
     ] = 500_000,
 ) -> None:
     """Produce-to-visible p50/p99, speed events/s against a bare consumer, merged-query latency."""
-    from speed_layer.benchmark import report, run_freshness_benchmark
+    from benchmarks.freshness import report, run_freshness_benchmark
 
     for line in report(run_freshness_benchmark(get_settings(), rate, seconds, events, show=typer.echo)):
         typer.echo(line)

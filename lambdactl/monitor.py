@@ -15,8 +15,9 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
-from lambda_contracts.intake import DeadLetterPublisher, split
-from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
+from lambda_contracts.intake import split
+from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
+from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 

@@ -19,8 +19,8 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from batch_layer.lake import Lake
-from lambda_contracts.kafka_clients import admin_client, new_consumer, topic_offsets
 from lambda_contracts.manifest import read_current
+from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_offsets
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambdactl.airflow_local import ADMIN, saved_admin_password

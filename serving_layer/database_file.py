@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from lambda_contracts.atomic import write_atomically
+from lambda_contracts.plumbing.files import write_atomically
 from lambda_contracts.settings import Settings
 from serving_layer.relations import relations
 from serving_layer.snapshot import resolve

@@ -14,7 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from lambda_contracts import duck
+from lambda_contracts.plumbing import duck
 from lambda_contracts.settings import Settings
 from serving_layer.relations import relations
 from serving_layer.snapshot import resolve

@@ -19,7 +19,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 
-from lambda_contracts.kafka_clients import new_producer
+from lambda_contracts.plumbing.kafka import new_producer
 from lambda_contracts.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lambda_contracts.atomic import folder_lock, write_atomically
+from lambda_contracts.plumbing.files import folder_lock, write_atomically
 from lambda_contracts.speed_snapshot import (
     CURRENT,
     PartitionSnapshot,

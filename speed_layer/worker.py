@@ -24,12 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, TopicPartition
 
-from lambda_contracts import duck
-from lambda_contracts.batch_decode import decode_batch
 from lambda_contracts.dead_letter import DeadLetter
-from lambda_contracts.intake import DeadLetterPublisher, KafkaRecord
-from lambda_contracts.kafka_clients import new_consumer, subscribe_when_known
+from lambda_contracts.intake import KafkaRecord
 from lambda_contracts.manifest import current_version, read_manifest
+from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
+from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
+from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root
@@ -165,7 +166,7 @@ class SpeedWorker:
             fresh.extend(new)
             ranges[tp.partition] = (state.next_offset, new[-1].offset + 1)
         if fresh:
-            future = self._decoder.submit(decode_batch, fresh, self.serde, self.group)
+            future = self._decoder.submit(decode_micro_batch, fresh, self.serde, self.group)
             self._in_flight = InFlight(future, ranges)
 
     def _take_decoded(self) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -21,14 +20,11 @@ from pyspark.sql import SparkSession
 
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
-from infra.ports import PortInUseError, ensure_port_free
 from infra.topics import ensure_topics
-from lambda_contracts.kafka_clients import admin_client
-from lambda_contracts.settings import NODE_PORT_STEP, Settings
+from lambda_contracts.plumbing.kafka import admin_client
+from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
-
-EXTERNAL_BROKER_ENV = "LAMBDA_TEST_BOOTSTRAP_SERVERS"
-REPO = Path(__file__).resolve().parent.parent
+from tests.flows import EXTERNAL_BROKER_ENV, REPO, local_broker_settings
 
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-tests-"))
@@ -50,26 +46,6 @@ def _isolated_environment() -> Iterator[None]:
         del os.environ[key]
     yield
     os.environ.update(saved)
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports nobody listens on right now (the kernel picks them)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            sockets.append(probe)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for probe in sockets:
-            probe.close()
-
-
-def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
-    port, controller_port = free_ports(2)
-    values: dict[str, object] = {"broker_port": port, "broker_controller_port": controller_port, "broker_heap_mb": 384}
-    return Settings(data_dir=data_dir, **{**values, **overrides})  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
@@ -123,42 +99,3 @@ def kafka(broker_settings: Settings) -> Settings:
     with admin_client(settings) as admin:
         ensure_topics(admin, platform_topics(settings))
     return settings
-
-
-def all_free(ports: list[int]) -> bool:
-    """Whether nothing listens on any of ``ports`` right now."""
-    try:
-        for port in ports:
-            ensure_port_free("127.0.0.1", port, "test")
-    except PortInUseError:
-        return False
-    return True
-
-
-def free_port_run(length: int) -> int:
-    """The first of ``length`` consecutive free ports (Airflow takes its port and the next two)."""
-    for _ in range(100):
-        first = free_ports(1)[0]
-        if first + length <= 65535 and all_free(list(range(first, first + length))):
-            return first
-    raise RuntimeError(f"no {length} consecutive free ports found")
-
-
-def local_cluster_settings(data_dir: Path, **overrides: object) -> Settings:
-    """A three-node local cluster on free ports (node n on the ports + 100 * (n - 1))."""
-    for _ in range(100):
-        port, controller_port = free_ports(2)
-        step = NODE_PORT_STEP
-        wanted = [p + step * n for n in range(3) for p in (port, controller_port)]
-        if max(wanted) > 65535 or not all_free(wanted):
-            continue
-        return local_broker_settings(
-            data_dir,
-            broker_port=port,
-            broker_controller_port=controller_port,
-            broker_nodes=3,
-            topic_replication_factor=3,
-            topic_min_insync_replicas=2,
-            **overrides,
-        )
-    raise RuntimeError("no free ports for a three-node cluster")

@@ -1,7 +1,13 @@
-"""Traffic for tests: a realistic mix of sources with every fault turned on, produced in the background."""
+"""Every helper the tests share, in one place: ports, settings, traffic, processes, bounded waits.
+
+Test modules import from here (and from ``oracle`` and ``fakes``), never from each other or from
+``conftest``.
+"""
 
 from __future__ import annotations
 
+import random
+import socket
 import subprocess
 import sys
 import threading
@@ -10,13 +16,102 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from kafka import TopicPartition
+
+from batch_layer.lake import Lake
+from batch_layer.lake_sink import LakeSink
+from infra.ports import PortInUseError, ensure_port_free
+from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
 from lambda_contracts.serde import JsonSerde
-from lambda_contracts.settings import Settings
+from lambda_contracts.settings import NODE_PORT_STEP, Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
 from sources.simulators import Simulator
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
+EXTERNAL_BROKER_ENV = "LAMBDA_TEST_BOOTSTRAP_SERVERS"
+
+# -- ports and settings -------------------------------------------------------------------------
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports nobody listens on right now (the kernel picks them)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            probe = socket.socket()
+            probe.bind(("127.0.0.1", 0))
+            sockets.append(probe)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for probe in sockets:
+            probe.close()
+
+
+def all_free(ports: list[int]) -> bool:
+    """Whether nothing listens on any of ``ports`` right now."""
+    try:
+        for port in ports:
+            ensure_port_free("127.0.0.1", port, "test")
+    except PortInUseError:
+        return False
+    return True
+
+
+def free_port_run(length: int) -> int:
+    """The first of ``length`` consecutive free ports (Airflow takes its port and the next two)."""
+    for _ in range(100):
+        first = free_ports(1)[0]
+        if first + length <= 65535 and all_free(list(range(first, first + length))):
+            return first
+    raise RuntimeError(f"no {length} consecutive free ports found")
+
+
+def local_broker_settings(data_dir: Path, **overrides: object) -> Settings:
+    port, controller_port = free_ports(2)
+    values: dict[str, object] = {"broker_port": port, "broker_controller_port": controller_port, "broker_heap_mb": 384}
+    return Settings(data_dir=data_dir, **{**values, **overrides})  # type: ignore[arg-type]
+
+
+def local_cluster_settings(data_dir: Path, **overrides: object) -> Settings:
+    """A three-node local cluster on free ports (node n on the ports + 100 * (n - 1))."""
+    for _ in range(100):
+        port, controller_port = free_ports(2)
+        wanted = [p + NODE_PORT_STEP * n for n in range(3) for p in (port, controller_port)]
+        if max(wanted) > 65535 or not all_free(wanted):
+            continue
+        return local_broker_settings(
+            data_dir,
+            broker_port=port,
+            broker_controller_port=controller_port,
+            broker_nodes=3,
+            topic_replication_factor=3,
+            topic_min_insync_replicas=2,
+            **overrides,
+        )
+    raise RuntimeError("no free ports for a three-node cluster")
+
+
+def whole_platform_settings(kafka: Settings, data_dir: Path) -> Settings:
+    """Settings for a test that runs sink, speed worker and batch together, with quick cadences."""
+    return kafka.model_copy(
+        update={
+            "data_dir": data_dir,
+            "lake_flush_seconds": 0.3,
+            "lake_sink_group": f"sink-{kafka.events_topic}",
+            "speed_group": f"speed-{kafka.events_topic}",
+            "speed_segment_seconds": 1.0,
+            "speed_publish_ms": 200,
+            "speed_prune_grace_seconds": 4.0,
+        }
+    )
+
+
+# -- traffic ------------------------------------------------------------------------------------
 
 
 def lively_simulators(
@@ -57,19 +152,80 @@ def producing(settings: Settings, simulators: list[Simulator]) -> Iterator[None]
         thread.join()
 
 
-def whole_platform_settings(kafka: Settings, data_dir: Path) -> Settings:
-    """Settings for a test that runs sink, speed worker and batch together, with quick cadences."""
-    return kafka.model_copy(
-        update={
-            "data_dir": data_dir,
-            "lake_flush_seconds": 0.3,
-            "lake_sink_group": f"sink-{kafka.events_topic}",
-            "speed_group": f"speed-{kafka.events_topic}",
-            "speed_segment_seconds": 1.0,
-            "speed_publish_ms": 200,
-            "speed_prune_grace_seconds": 4.0,
-        }
+def produce(settings: Settings, seed: int, start: datetime, count: int) -> None:
+    """``count`` records as fast as the producer goes: late, duplicate and malformed ones included."""
+    simulators = build_simulators(
+        ["web", "app", "sensor"],
+        rate=200.0,
+        serde=JsonSerde(),
+        start=start,
+        seed=seed,
+        late_share=0.3,
+        max_lateness=timedelta(hours=2),
+        duplicate_share=0.04,
+        malformed_share=0.02,
     )
+    run_simulation(simulators, BatchingProducer(settings, settings.events_topic), count=count, realtime=False)
+
+
+# -- reading Kafka and the lake -----------------------------------------------------------------
+
+
+def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[Any]:
+    """Every record now in ``topic``, per partition in offset order."""
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        records: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topic} to its end offsets {ends} in {timeout_s}s")
+            for batch in consumer.poll(timeout_ms=500).values():
+                records.extend(batch)
+        return records
+    finally:
+        consumer.close(autocommit=False)
+
+
+def end_offsets(settings: Settings) -> dict[int, int]:
+    """Partition -> end offset of the events topic, for every partition the settings declare."""
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        return dict.fromkeys(range(settings.topic_partitions), 0) | topic_offsets(consumer, settings.events_topic)
+    finally:
+        consumer.close(autocommit=False)
+
+
+def wait_until_lake_complete(settings: Settings, timeout_s: float = 90) -> None:
+    """Poll the lake's committed offsets (the real signal) until they reach the topic's end."""
+    lake, ends = Lake(settings.lake_path, settings.events_topic), end_offsets(settings)
+    wait_for(lambda: lake.committed_offsets(ends) == ends, timeout_s, f"the lake reaching offsets {ends}")
+
+
+def sink_everything(settings: Settings, timeout_s: float = 60) -> None:
+    """Run the lake sink in this process until the lake holds every record of the topic."""
+    stop = threading.Event()
+    sink = threading.Thread(target=LakeSink(settings).run, args=(stop,))
+    sink.start()
+    try:
+        wait_until_lake_complete(settings, timeout_s)
+    finally:
+        stop.set()
+        sink.join()
+
+
+def speed_reflected(settings: Settings) -> int:
+    """Records the speed layer's published snapshots reflect, over all partitions."""
+    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
+    return sum(s.next_offset for s in snapshots if s)
+
+
+# -- processes and waiting ----------------------------------------------------------------------
 
 
 @contextmanager
@@ -93,13 +249,53 @@ def wait_for(condition: Callable[[], bool], timeout_s: float, what: str, every_s
         time.sleep(every_s)
 
 
+def wait_for_line(log: Path, text: str, count: int = 1, timeout_s: float = 60) -> None:
+    """Poll a service's own log for a line it writes when it reaches a state (a real signal)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count(text) >= count:
+            return
+        time.sleep(0.05)
+    tail = log.read_text()[-2000:] if log.exists() else "(no log)"
+    raise TimeoutError(f"{log.name} never said {text!r} {count} times:\n{tail}")
+
+
 def start_lambdactl(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     """A ``lambdactl`` subcommand as its own process, output appended to ``log``."""
     with log.open("ab") as out:
         return subprocess.Popen([sys.executable, "-m", "lambdactl", *args], env=env, stdout=out, stderr=out)
 
 
-def speed_reflected(settings: Settings) -> int:
-    """Records the speed layer's published snapshots reflect, over all partitions."""
-    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
-    return sum(s.next_offset for s in snapshots if s)
+def crash_and_rebalance(
+    env: dict[str, str],
+    folder: Path,
+    *,
+    command: str,
+    ready: str,
+    rounds: list[int],
+    seed: int,
+    children: list[subprocess.Popen[bytes]],
+    uptime_s: tuple[float, float] = (0.2, 1.5),
+) -> list[Path]:
+    """Start ``rounds[i]`` members of a consumer group per round and SIGKILL each at a random instant.
+
+    Each member runs ``lambdactl <command>`` and says ``ready`` in its log when it owns partitions;
+    in a round of several, every survivor takes over the partitions of the member killed before it
+    (it says ``ready`` a second time) before it is killed in turn. Returns the killed members' logs.
+    """
+    rng = random.Random(seed)
+    killed: list[Path] = []
+    for round_number, members in enumerate(rounds):
+        logs = [folder / f"{command}-{round_number}-{i}.log" for i in range(members)]
+        processes = [start_lambdactl(env, log, command) for log in logs]
+        children.extend(processes)
+        for log in logs:
+            wait_for_line(log, ready)
+        for index, (process, log) in enumerate(zip(processes, logs, strict=True)):
+            if index:  # the survivor of a rebalance takes over the dead member's partitions
+                wait_for_line(log, ready, count=2)
+            time.sleep(rng.uniform(*uptime_s))  # a random instant to crash at, not a wait for readiness
+            process.kill()
+            process.wait()
+            killed.append(log)
+    return killed

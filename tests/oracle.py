@@ -10,15 +10,15 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from lambda_contracts import duck
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS, View
 from serving_layer.query import serving_connection
-from tests.kafka_helpers import read_topic
+from tests.flows import read_topic
 
 Row = tuple[Any, ...]
 

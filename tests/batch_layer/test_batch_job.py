@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,50 +10,13 @@ from deltalake import DeltaTable
 from pyspark.sql import SparkSession
 
 from batch_layer.batch_job import run_batch
-from batch_layer.lake import Lake
-from batch_layer.lake_sink import LakeSink
 from lambda_contracts.manifest import Manifest, current_version
-from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.views import VIEWS
-from sources.producer import BatchingProducer
-from sources.run import build_simulators, run_simulation
+from tests.flows import produce, sink_everything
 from tests.oracle import first_copies, parquet_rows, view_rows
 
 pytestmark = pytest.mark.integration
-
-
-def produce(settings: Settings, seed: int, start: datetime, count: int) -> None:
-    simulators = build_simulators(
-        ["web", "app", "sensor"],
-        rate=200.0,
-        serde=JsonSerde(),
-        start=start,
-        seed=seed,
-        late_share=0.3,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.04,
-        malformed_share=0.02,
-    )
-    run_simulation(simulators, BatchingProducer(settings, settings.events_topic), count=count, realtime=False)
-
-
-def sink_everything(settings: Settings, timeout_s: float = 60) -> None:
-    """Run the lake sink until the lake holds every record of the topic."""
-    from tests.batch_layer.test_lake_sink import end_offsets
-
-    stop = threading.Event()
-    sink = threading.Thread(target=LakeSink(settings).run, args=(stop,))
-    sink.start()
-    try:
-        lake, ends = Lake(settings.lake_path, settings.events_topic), end_offsets(settings)
-        deadline = time.monotonic() + timeout_s
-        while lake.committed_offsets(ends) != ends:
-            assert time.monotonic() < deadline, "the lake sink did not catch up"
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        sink.join()
 
 
 def assert_matches_oracle(settings: Settings, manifest: Manifest) -> None:

@@ -77,7 +77,7 @@ def test_a_batch_run_before_the_lake_exists_publishes_nothing(tmp_path: Path) ->
 
 def test_cutoffs_fall_on_sealed_speed_boundaries(tmp_path: Path) -> None:
     from batch_layer.batch_job import choose_cutoff
-    from lambda_contracts.atomic import write_atomically
+    from lambda_contracts.plumbing.files import write_atomically
     from lambda_contracts.settings import Settings
     from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment
 

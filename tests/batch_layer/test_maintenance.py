@@ -18,8 +18,7 @@ from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
-from tests.batch_layer.test_lake_sink import wait_until_lake_complete
-from tests.kafka_helpers import read_topic
+from tests.flows import read_topic, wait_until_lake_complete
 
 
 @pytest.mark.integration

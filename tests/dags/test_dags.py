@@ -11,8 +11,7 @@ from pyspark.sql import SparkSession
 
 from lambda_contracts.manifest import current_version, read_current
 from lambda_contracts.settings import Settings, get_settings
-from tests.batch_layer.test_batch_job import produce, sink_everything
-from tests.conftest import REPO
+from tests.flows import REPO, produce, sink_everything
 
 EXPECTED = {"batch_views", "batch_recompute", "lake_maintenance"}
 

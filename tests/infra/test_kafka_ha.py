@@ -17,14 +17,19 @@ from batch_layer.batch_job import run_batch
 from batch_layer.lake_sink import LakeSink
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
-from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.topics import platform_topics
 from sources.producer import BatchingProducer
 from sources.run import RunReport, run_simulation
 from speed_layer.worker import SpeedWorker
-from tests.conftest import local_cluster_settings
-from tests.flows import lively_simulators, speed_reflected, wait_for, whole_platform_settings
-from tests.kafka_helpers import read_topic
+from tests.flows import (
+    lively_simulators,
+    local_cluster_settings,
+    read_topic,
+    speed_reflected,
+    wait_for,
+    whole_platform_settings,
+)
 from tests.oracle import compare
 
 pytestmark = pytest.mark.e2e

@@ -10,14 +10,13 @@ import pytest
 
 from infra.local_broker import BrokerError, LocalBroker, server_properties
 from infra.topics import TopicMismatchError, ensure_topics
-from lambda_contracts.kafka_clients import admin_client
+from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import TopicSpec, platform_topics
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
-from tests.conftest import EXTERNAL_BROKER_ENV, local_broker_settings
-from tests.kafka_helpers import read_topic
+from tests.flows import EXTERNAL_BROKER_ENV, local_broker_settings, read_topic
 
 needs_local_broker = pytest.mark.skipif(
     bool(os.environ.get(EXTERNAL_BROKER_ENV)), reason="manages the project's own local broker"

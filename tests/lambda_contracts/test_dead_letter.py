@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from lambda_contracts.dead_letter import REASON, DeadLetter
-from lambda_contracts.intake import DeadLetterError, DeadLetterPublisher, split
+from lambda_contracts.intake import split
+from lambda_contracts.plumbing.dead_letters import DeadLetterError, DeadLetterPublisher
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from tests.fakes import FakeRecord

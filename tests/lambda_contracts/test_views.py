@@ -10,9 +10,9 @@ import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
 
-from lambda_contracts import duck
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.views import VIEWS, Measure, View, deduplicated_sql
 from sources.run import build_simulators

@@ -17,9 +17,8 @@ import pytest
 from lambda_contracts.settings import Settings
 from lambdactl.airflow_local import saved_admin_password
 from lambdactl.status import airflow_api, airflow_url
-from tests.conftest import EXTERNAL_BROKER_ENV, free_port_run, free_ports
-from tests.flows import reaped, start_lambdactl, wait_for
-from tests.lambdactl.airflow_browser import trigger_recompute
+from tests.browser import trigger_recompute
+from tests.flows import EXTERNAL_BROKER_ENV, free_port_run, free_ports, reaped, start_lambdactl, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

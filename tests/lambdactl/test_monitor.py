@@ -15,7 +15,7 @@ from lambdactl.monitor import MonitorTick, run_monitor
 from sources.knobs import SimRecord
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
-from tests.kafka_helpers import read_topic
+from tests.flows import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,7 @@ from batch_layer.lake_sink import LakeSink
 from lambda_contracts.settings import Settings
 from serving_layer.database_file import publish_database_file
 from speed_layer.worker import SpeedWorker
-from tests.conftest import REPO
-from tests.flows import lively_simulators, producing, whole_platform_settings
+from tests.flows import REPO, lively_simulators, producing, whole_platform_settings
 
 pytestmark = pytest.mark.integration
 READ_SECONDS = 40.0

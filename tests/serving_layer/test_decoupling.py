@@ -19,8 +19,7 @@ from batch_layer.batch_job import run_batch
 from batch_layer.lake_sink import LakeSink
 from lambda_contracts.settings import Settings
 from speed_layer.worker import SpeedWorker
-from tests.flows import lively_simulators, producing, speed_reflected, wait_for, whole_platform_settings
-from tests.kafka_helpers import read_topic
+from tests.flows import lively_simulators, producing, read_topic, speed_reflected, wait_for, whole_platform_settings
 from tests.oracle import compare
 
 pytestmark = pytest.mark.integration

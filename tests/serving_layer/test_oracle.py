@@ -18,8 +18,7 @@ from batch_layer.batch_job import run_batch
 from batch_layer.lake_sink import LakeSink
 from lambda_contracts.settings import Settings
 from speed_layer.worker import SpeedWorker
-from tests.flows import lively_simulators, producing, whole_platform_settings
-from tests.kafka_helpers import read_topic
+from tests.flows import lively_simulators, producing, read_topic, whole_platform_settings
 from tests.oracle import compare
 
 pytestmark = pytest.mark.integration

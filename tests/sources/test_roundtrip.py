@@ -14,8 +14,7 @@ from sources.knobs import SimRecord
 from sources.producer import BatchingProducer, kafka_partition
 from sources.run import run_simulation
 from sources.simulators import merged_records
-from tests.flows import lively_simulators
-from tests.kafka_helpers import read_topic
+from tests.flows import lively_simulators, read_topic
 
 pytestmark = pytest.mark.integration
 COUNT = 6000

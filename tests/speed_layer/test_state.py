@@ -11,10 +11,10 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from lambda_contracts import duck
-from lambda_contracts.batch_decode import decode_batch
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS
@@ -40,7 +40,7 @@ def valid_records(count: int) -> list[FakeRecord]:
 
 def decoded(records: list[FakeRecord]) -> pa.Table:
     """Rows as the speed worker gets them (the vectorized decoder)."""
-    events, rejected = decode_batch(records, JsonSerde(), rejected_by="test")
+    events, rejected = decode_micro_batch(records, JsonSerde(), rejected_by="test")
     assert not rejected
     return events
 

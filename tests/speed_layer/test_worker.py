@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
-import random
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
-from lambda_contracts import duck
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import VIEWS
 from serving_layer.query import query
-from tests.batch_layer.test_lake_sink import end_offsets, wait_for_line
-from tests.flows import lively_simulators, producing, reaped, start_lambdactl, wait_for
-from tests.kafka_helpers import read_topic
+from tests.flows import (
+    crash_and_rebalance,
+    end_offsets,
+    lively_simulators,
+    producing,
+    read_topic,
+    reaped,
+    start_lambdactl,
+    wait_for,
+    wait_for_line,
+)
 from tests.oracle import first_copies, normalised_rows, view_rows
 
 pytestmark = pytest.mark.integration
@@ -63,17 +69,18 @@ def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_
         }
     )
     env = settings.child_environment()
-    rng = random.Random(5)
     with reaped([]) as children:
         with producing(settings, lively_simulators(seed=17, duplicate_share=0.05)):
-            for round_number in range(4):
-                log = tmp_path / f"worker-{round_number}.log"
-                worker = start_lambdactl(env, log, "speed")
-                children.append(worker)
-                wait_for_line(log, "speed worker took partition")
-                time.sleep(rng.uniform(0.5, 2.5))  # a random instant to crash at, not a wait for readiness
-                worker.kill()
-                worker.wait()
+            crash_and_rebalance(
+                env,
+                tmp_path,
+                command="speed",
+                ready="speed worker took partition",
+                rounds=[1, 1, 1, 1],
+                seed=5,
+                children=children,
+                uptime_s=(0.5, 2.5),
+            )
             logs = [tmp_path / "first.log", tmp_path / "second.log"]
             first = start_lambdactl(env, logs[0], "speed")
             children.append(first)

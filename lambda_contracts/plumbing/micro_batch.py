@@ -1,4 +1,4 @@
-"""Decoding a micro-batch of records into Arrow columns without per-event Python objects.
+"""Decoding a micro-batch of Kafka records into Arrow columns without per-event Python objects.
 
 The event contract (``events.py``, checked by pydantic) stays the only authority on validity.
 This module adds a vectorized fast path for records in the *canonical* encoding, the exact bytes
@@ -8,7 +8,7 @@ checks a pattern cannot express (integer ranges, real calendar dates) run on who
 Everything else, valid or not (other key orders, escapes, non-ASCII, exponent numbers, time
 offsets, bad input) goes through pydantic record by record, so its rejection reasons are the
 usual ones. The fast path only accepts records pydantic accepts, with the same column values:
-``tests/lambda_contracts/test_batch_decode.py`` checks that against pydantic on mutated bytes.
+``tests/lambda_contracts/test_micro_batch.py`` checks that against pydantic on mutated bytes.
 """
 
 from __future__ import annotations
@@ -95,7 +95,9 @@ _PARTITION = operator.attrgetter("partition")
 _OFFSET = operator.attrgetter("offset")
 
 
-def decode_batch(records: Sequence[KafkaRecord], serde: Serde, rejected_by: str) -> tuple[pa.Table, list[DeadLetter]]:
+def decode_micro_batch(
+    records: Sequence[KafkaRecord], serde: Serde, rejected_by: str
+) -> tuple[pa.Table, list[DeadLetter]]:
     """Valid records as rows in ``EVENT_SCHEMA`` by (partition, offset); invalid ones as dead letters."""
     if not records:
         return EVENT_SCHEMA.empty_table(), []

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from kafka import KafkaProducer
 
 from infra.topics import ensure_topics
-from lambda_contracts.kafka_clients import admin_client, producer_config
+from lambda_contracts.plumbing.kafka import admin_client, producer_config
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import TopicSpec

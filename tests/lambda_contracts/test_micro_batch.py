@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lambda_contracts import batch_decode
-from lambda_contracts.batch_decode import decode_batch
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.plumbing import micro_batch
+from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import JsonSerde
 from sources.simulators import merged_records
 from tests.fakes import FakeRecord
@@ -36,7 +36,7 @@ CANONICAL = _canonical_samples()
 def assert_same_as_pydantic(values: Sequence[bytes | None]) -> None:
     records = [FakeRecord(value, offset, partition=offset % 2) for offset, value in enumerate(values)]
     records.sort(key=lambda r: (r.partition, r.offset))
-    rows, rejected = decode_batch(records, serde, rejected_by="test")
+    rows, rejected = decode_micro_batch(records, serde, rejected_by="test")
     accepted, expected_rejected = split(records, serde, rejected_by="test")
     assert rows.to_pylist() == events_to_arrow(accepted).to_pylist()
     assert [(d.source_offset, d.reason, d.original_value) for d in rejected] == [
@@ -46,7 +46,7 @@ def assert_same_as_pydantic(values: Sequence[bytes | None]) -> None:
 
 def test_what_the_encoder_writes_takes_the_fast_path() -> None:
     records = [FakeRecord(value, offset) for offset, value in enumerate(CANONICAL)]
-    rows, taken = batch_decode._canonical_rows(records)
+    rows, taken = micro_batch._canonical_rows(records)
     assert all(taken), "every canonical record is decoded without pydantic"
     assert {kind for kind in rows.column("event_type").to_pylist()} == {
         "page_view",
@@ -111,6 +111,6 @@ def test_byte_mutations_agree_with_pydantic(mutations: list[tuple[bytes, int, in
 
 
 def test_an_empty_batch_has_the_event_schema() -> None:
-    rows, rejected = decode_batch([], serde, rejected_by="test")
+    rows, rejected = decode_micro_batch([], serde, rejected_by="test")
     assert rows.schema == events_to_arrow([]).schema and rows.num_rows == 0 and not rejected
     assert isinstance(rows, pa.Table)

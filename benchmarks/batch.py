@@ -21,9 +21,9 @@ from deltalake import DeltaTable
 from batch_layer.batch_job import Plan, compute_segments
 from batch_layer.lake import Lake
 from batch_layer.spark import spark_session
-from lambda_contracts import duck
 from lambda_contracts.columns import events_to_arrow, with_ingest_time
 from lambda_contracts.intake import Accepted
+from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.views import VIEWS, deduplicated_sql

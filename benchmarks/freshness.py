@@ -29,9 +29,9 @@ from pathlib import Path
 from kafka import TopicPartition
 
 from infra.topics import ensure_topics
-from lambda_contracts import duck
 from lambda_contracts.events import SensorReading, SensorReadingPayload
-from lambda_contracts.kafka_clients import admin_client, new_consumer, topic_offsets
+from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_offsets
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
