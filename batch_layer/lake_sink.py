@@ -5,6 +5,10 @@ in the lake's last commit. The sink seeks there whenever it gains a partition, s
 below what it already holds, and commits rows and offsets together. Kafka group offsets are
 committed afterwards only so that lag shows in the usual tools.
 
+It is the platform's only writer of dead letters (the other consumers only count rejects): a bad
+record is in the dead-letter topic before the commit that moves past it, and a sink that takes a
+partition over skips the bad records a crashed owner already kept there.
+
 Nothing happens inside rebalance callbacks (they run on kafka-python's IO loop): the main loop
 notices new partitions after each poll, and the lake's compare-and-swap rejects a commit for a
 partition that another sink has advanced meanwhile.
@@ -24,7 +28,7 @@ from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from batch_layer.lake import FencedError, Lake
 from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
 from lambda_contracts.intake import KafkaRecord
-from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
+from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher, last_dead_lettered
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
@@ -63,6 +67,8 @@ class LakeSink:
         self._buffer: dict[int, list[pa.Table]] = {}
         self._buffered_rows = 0
         self._gap_checked: set[int] = set()
+        self._dead_lettered: dict[int, int] = {}
+        """Partition -> the highest source offset already in the dead-letter topic when we took it."""
         self._last_flush = time.monotonic()
 
     def run(self, stop: threading.Event) -> SinkStats:
@@ -93,6 +99,7 @@ class LakeSink:
         gained = assigned - set(self._next)
         if gained:
             offsets = self.lake.committed_offsets(gained)
+            self._dead_lettered.update(last_dead_lettered(self.settings, gained))
             for partition, offset in offsets.items():
                 self._committed[partition] = self._next[partition] = offset
                 self._buffer[partition] = []
@@ -120,7 +127,8 @@ class LakeSink:
             )
         self._gap_checked.discard(partition)
         events, rejected = decode_micro_batch(fresh, self.serde, rejected_by=self.group)
-        self.dead_letters.publish(rejected)
+        kept = self._dead_lettered.get(partition, -1)  # a crash after writing them, before committing
+        self.dead_letters.publish(letter for letter in rejected if letter.source_offset > kept)
         self.stats.rejected += len(rejected)
         self._buffer[partition].append(events)
         self._buffered_rows += events.num_rows
@@ -166,6 +174,7 @@ class LakeSink:
         """Another sink wrote these partitions: drop our copy and continue from the lake's offset."""
         self.stats.fenced += len(advanced)
         log.warning("lake sink fenced on partitions %s; resuming from the lake's offsets", advanced)
+        self._dead_lettered.update(last_dead_lettered(self.settings, advanced))
         for partition, offset in advanced.items():
             self._buffered_rows -= sum(t.num_rows for t in self._buffer.get(partition, []))
             self._buffer[partition] = []
@@ -175,6 +184,7 @@ class LakeSink:
                 self.consumer.seek(tp, offset)
 
     def _forget(self, partition: int) -> None:
+        self._dead_lettered.pop(partition, None)
         self._buffered_rows -= sum(t.num_rows for t in self._buffer.pop(partition, []))
         self._next.pop(partition, None)
         self._committed.pop(partition, None)

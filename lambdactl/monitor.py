@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts.intake import split
-from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
@@ -47,7 +46,7 @@ class MonitorTick:
         sources = " ".join(f"{s} {totals.by_source[s]:,}" for s in ("web", "app", "sensor"))
         return (
             f"{datetime.now(UTC):%H:%M:%S} in {self.rate:,.0f} ev/s | valid {totals.accepted:,} ({sources})"
-            f" | late>1h {totals.late:,} | rejected {totals.rejected:,} -> dead-letter | lag {self.lag:,}"
+            f" | late>1h {totals.late:,} | rejected {totals.rejected:,} | lag {self.lag:,}"
         )
 
 
@@ -62,7 +61,6 @@ def run_monitor(
     serde = get_serde(settings.serde)
     consumer = new_consumer(settings, group_id)
     subscribe_when_known(consumer, settings.events_topic)
-    publisher = DeadLetterPublisher(settings)
     totals = MonitorTotals()
     window_start, window_count = time.monotonic(), 0
     try:
@@ -71,8 +69,6 @@ def run_monitor(
             records = [r for batch in batches.values() for r in batch]
             if records:
                 accepted, rejected = split(records, serde, rejected_by=group_id)
-                publisher.publish(rejected)
-                publisher.flush()
                 consumer.commit()
                 totals.accepted += len(accepted)
                 totals.rejected += len(rejected)
@@ -89,7 +85,6 @@ def run_monitor(
                 window_start, window_count = now, 0
     finally:
         consumer.close(autocommit=False)
-        publisher.close()
     return totals
 
 

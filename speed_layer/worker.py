@@ -28,7 +28,6 @@ from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.intake import KafkaRecord
 from lambda_contracts.manifest import current_version, read_manifest
 from lambda_contracts.plumbing import duck
-from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
@@ -58,7 +57,6 @@ class SpeedWorker:
         self.group = settings.speed_group
         self.serde = get_serde(settings.serde)
         self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
-        self.dead_letters = DeadLetterPublisher(settings)
         self.connection = duck.connect()
         self.states: dict[int, PartitionState] = {}
         self._batch_version = -1
@@ -68,6 +66,7 @@ class SpeedWorker:
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speed-decode")
         self._in_flight: InFlight | None = None
         self.events_counted = 0
+        self.events_rejected = 0
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
 
@@ -89,7 +88,6 @@ class SpeedWorker:
         finally:
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self.consumer.close(autocommit=False)
-            self.dead_letters.close()
 
     # -- partitions and cutoffs -------------------------------------------------------------------
 
@@ -175,7 +173,7 @@ class SpeedWorker:
             return
         in_flight, self._in_flight = self._in_flight, None
         events, rejected = in_flight.result.result()
-        self.dead_letters.publish(rejected)
+        self.events_rejected += len(rejected)  # kept in the dead-letter topic by the lake sink
         partitions = events.column("kafka_partition")
         for partition, (start, end) in in_flight.ranges.items():
             state = self.states.get(partition)
@@ -189,7 +187,6 @@ class SpeedWorker:
 
     def _publish(self, force: bool = False) -> None:
         self._last_publish = time.monotonic()
-        self.dead_letters.flush()  # rejects are kept before the offsets that skip them are published
         settle_all(self.states.values(), self.connection)
         for partition, state in list(self.states.items()):
             seal = state.seal_due(self.settings.speed_segment_seconds) or force

@@ -8,8 +8,10 @@ import pyarrow.compute as pc
 import pytest
 
 from batch_layer.lake import Lake
+from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
+from lambdactl.dead_letters import read_dead_letters
 from tests.flows import (
     crash_and_rebalance,
     lively_simulators,
@@ -65,3 +67,15 @@ def test_killed_and_rebalanced_sinks_write_every_valid_record_exactly_once(kafka
     assert len(coordinates) == len(set(coordinates)), "no record twice"
     assert set(coordinates) == valid, "every valid record, and only those"
     assert pc.count_distinct(lake["event_id"]).as_py() < len(coordinates), "redeliveries are kept as records"
+
+    source = {(r.partition, r.offset): r.value for r in records}
+    dead = read_topic(settings, settings.dead_letter_topic)
+    letters = [DeadLetter.from_record(r.value, list(r.headers)) for r in dead]
+    kept = [(letter.source_partition, letter.source_offset) for letter in letters]
+    assert sorted(kept) == sorted(source.keys() - valid), "each invalid record kept exactly once, by crashing sinks"
+    for letter, record in zip(letters, dead, strict=True):
+        assert letter.reason and letter.rejected_by == settings.lake_sink_group
+        assert letter.original_value == source[(letter.source_partition, letter.source_offset)], "original bytes"
+        assert record.partition == letter.source_partition, "kept in the dead-letter partition of its source"
+    summary = read_dead_letters(settings, last=5)
+    assert summary.total == len(kept) and len(summary.recent) == 5

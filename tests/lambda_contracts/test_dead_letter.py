@@ -74,11 +74,14 @@ class FailingFuture:
 
 class FakeClient:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes | None]] = []
+        self.sent: list[tuple[str, bytes | None, int]] = []
 
-    def send(self, topic: str, key: bytes, value: bytes | None, headers: Any) -> FailingFuture:
-        self.sent.append((topic, value))
+    def send(self, topic: str, key: bytes, value: bytes | None, headers: Any, partition: int) -> FailingFuture:
+        self.sent.append((topic, value, partition))
         return FailingFuture()
+
+    def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
 
     def flush(self, timeout: float | None = None) -> None:
         pass
@@ -91,6 +94,6 @@ def test_publisher_raises_when_a_dead_letter_is_not_acknowledged() -> None:
     client = FakeClient()
     publisher = DeadLetterPublisher(Settings(dead_letter_topic="dlq"), client=client)
     assert publisher.publish([letter()]) == 1
-    assert client.sent == [("dlq", b"\xff not json")]
+    assert client.sent == [("dlq", b"\xff not json", 1)], "source partition 3 maps to dead-letter partition 3 % 2"
     with pytest.raises(DeadLetterError, match="1 dead letters to dlq were not acknowledged"):
         publisher.flush()
