@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 from deltalake.transaction import CommitProperties, Transaction
@@ -36,6 +38,15 @@ class FencedError(RuntimeError):
         super().__init__(f"partitions advanced by another writer: {partitions}")
         self.partitions = partitions
         """Partition -> the next offset the lake now holds."""
+
+
+@dataclass(frozen=True)
+class LakeProgress:
+    """How far the lake is complete: everything below ``offsets[p]`` of each partition is in it."""
+
+    version: int
+    offsets: dict[int, int]
+    rows: int
 
 
 def app_id(topic: str, partition: int) -> str:
@@ -77,6 +88,14 @@ class Lake:
             version = snapshot.transaction_version(app_id(self.topic, partition)) if snapshot else None
             offsets[partition] = version if version is not None else 0
         return offsets
+
+    def progress(self, partitions: Iterable[int]) -> LakeProgress | None:
+        """The latest version, the committed offset per partition and the row count; None before any commit."""
+        table = self.table()
+        if table is None:
+            return None
+        rows = pa.table(table.get_add_actions(flatten=True)).column("num_records")
+        return LakeProgress(table.version(), self.committed_offsets(partitions, table), int(pc.sum(rows).as_py() or 0))
 
     def append(self, rows: pa.Table, expected: Mapping[int, int], next_offsets: Mapping[int, int]) -> int:
         """Commit ``rows`` and advance each partition from ``expected`` to ``next_offsets``, atomically.

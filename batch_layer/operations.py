@@ -12,13 +12,12 @@ from lambda_contracts.settings import Settings
 
 
 def lake_progress(settings: Settings) -> dict[str, Any]:
-    """How far the lake is complete: its version and the next offset per partition."""
-    lake = Lake(settings.lake_path, settings.events_topic)
-    table = lake.table()
-    if table is None:
-        return {"lake_version": None, "offsets": {}}
-    offsets = lake.committed_offsets(range(settings.topic_partitions), table)
-    return {"lake_version": table.version(), "offsets": {str(p): o for p, o in offsets.items()}}
+    """How far the lake is complete: its version, rows and the next offset per partition."""
+    progress = Lake(settings.lake_path, settings.events_topic).progress(range(settings.topic_partitions))
+    if progress is None:
+        return {"lake_version": None, "offsets": {}, "rows": 0}
+    offsets = {str(p): o for p, o in progress.offsets.items()}
+    return {"lake_version": progress.version, "offsets": offsets, "rows": progress.rows}
 
 
 def advance_batch_views(settings: Settings, run_id: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from batch_layer.batch_job import Plan, compute_segments
 from batch_layer.lake import Lake
 from batch_layer.spark import spark_session
 from lambda_contracts.columns import events_to_arrow, with_ingest_time
+from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import Accepted
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
@@ -48,7 +49,7 @@ def build_day_lake(settings: Settings, events: int, show: Callable[[str], None])
     """Write ``events`` records spread over one day into a fresh lake; returns its offsets."""
     serde = JsonSerde()
     simulators = build_simulators(
-        ["web", "app", "sensor"],
+        SOURCES,
         rate=events / SECONDS_PER_DAY / 3,
         serde=serde,
         start=DAY,

@@ -29,7 +29,7 @@ from pathlib import Path
 from kafka import TopicPartition
 
 from infra.topics import ensure_topics
-from lambda_contracts.events import SensorReading, SensorReadingPayload
+from lambda_contracts.events import SOURCES, SensorReading, SensorReadingPayload
 from lambda_contracts.plumbing import duck
 from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_offsets
 from lambda_contracts.serde import JsonSerde
@@ -110,9 +110,7 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
             time.sleep(0.01)
 
     try:
-        simulators = build_simulators(
-            ["web", "app", "sensor"], rate=rate / 3, serde=JsonSerde(), start=datetime.now(UTC), seed=3
-        )
+        simulators = build_simulators(SOURCES, rate=rate / 3, serde=JsonSerde(), start=datetime.now(UTC), seed=3)
         producer = BatchingProducer(settings, settings.events_topic)
         poller = threading.Thread(target=poll, daemon=True)
         started = time.monotonic()
@@ -153,9 +151,7 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
 
 
 def measure_throughput(settings: Settings, events: int, show: Callable[[str], None]) -> tuple[float, float]:
-    simulators = build_simulators(
-        ["web", "app", "sensor"], rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=9
-    )
+    simulators = build_simulators(SOURCES, rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=9)
     producer = BatchingProducer(settings, settings.events_topic)
     for record in itertools.islice(merged_records(simulators), events):
         producer.send(record.key, record.value)

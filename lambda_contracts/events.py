@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Literal, TypeAlias, get_args
 from uuid import UUID
 
 from pydantic import (
@@ -28,6 +28,8 @@ from pydantic import (
 SCHEMA_VERSION = 1
 
 Source = Literal["web", "app", "sensor"]
+SOURCES: tuple[Source, ...] = get_args(Source)
+"""Every source, in the order commands and reports list them."""
 COMMERCE_SOURCES: tuple[Source, ...] = ("web", "app")
 
 EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC)

@@ -100,6 +100,17 @@ class Settings(BaseSettings):
 
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
+    # `lambdactl status` (and the compose healthchecks): when a component counts as down.
+    status_speed_stale_seconds: float = Field(
+        10.0, gt=0, description="Speed is down when a partition is behind and unpublished for this long."
+    )
+    status_batch_stale_minutes: float | None = Field(
+        None, gt=0, description="Batch is down when its newest version is older; default 2 intervals + 5 min."
+    )
+    status_serving_stale_seconds: float | None = Field(
+        None, gt=0, description="Serving is down when its newest database file is older; default 5 refreshes, >= 10 s."
+    )
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.broker_port == self.broker_controller_port:
@@ -140,12 +151,23 @@ class Settings(BaseSettings):
         return {
             f"LAMBDA_{name.upper()}": value.get_secret_value() if isinstance(value, SecretStr) else str(value)
             for name, value in self.model_dump().items()
+            if value is not None  # unset optional knobs keep their derived default in the child
         }
 
     def child_environment(self) -> dict[str, str]:
         """This process's environment with exactly these settings as its LAMBDA_* variables."""
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")}
         return inherited | self.as_env()
+
+    @property
+    def batch_stale_after_s(self) -> float:
+        minutes = self.status_batch_stale_minutes
+        return minutes * 60 if minutes is not None else (2 * self.batch_interval_minutes + 5) * 60
+
+    @property
+    def serving_stale_after_s(self) -> float:
+        seconds = self.status_serving_stale_seconds
+        return seconds if seconds is not None else max(10.0, 5 * self.serving_refresh_seconds)
 
     @property
     def lake_path(self) -> Path:

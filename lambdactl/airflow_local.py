@@ -14,18 +14,16 @@ import secrets
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.ports import ensure_port_free
 from lambda_contracts.settings import Settings
+from lambdactl.airflow_api import ADMIN, AirflowHealth, airflow_health
 from lambdactl.services import Service
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 240.0
-ADMIN = "admin"
 
 
 class AirflowError(RuntimeError):
@@ -121,7 +119,7 @@ def airflow_ports(settings: Settings) -> tuple[int, int, int]:
     return settings.airflow_port, settings.airflow_port + 1, settings.airflow_port + 2
 
 
-def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, object]:
+def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIMEOUT_S) -> AirflowHealth:
     deadline = time.monotonic() + timeout_s
     last = "no answer yet"
     while time.monotonic() < deadline:
@@ -129,14 +127,9 @@ def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIME
             raise AirflowError(
                 f"airflow standalone exited during start-up. Last lines of {service.log}:\n{service.tail()}"
             )
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=3) as response:
-                health = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            last = str(error)
-        else:
-            if health.get("scheduler", {}).get("status") == "healthy":
-                return dict(health)
-            last = f"scheduler {health.get('scheduler', {}).get('status')}"
+        health = airflow_health(url)
+        if health.state("scheduler") == "healthy":
+            return health
+        last = health.error or f"scheduler {health.state('scheduler')}"
         time.sleep(1.0)  # polling a real health endpoint, bounded by the deadline
     raise AirflowError(f"Airflow did not become healthy at {url} within {timeout_s:.0f}s ({last}); see {service.log}")

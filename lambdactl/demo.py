@@ -14,19 +14,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-from batch_layer.lake import Lake
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
-from lambda_contracts.manifest import read_current
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import start_airflow
 from lambdactl.monitor import MonitorTick, run_monitor
+from lambdactl.probes import probe_batch, probe_lake
 from lambdactl.services import Service, refuse_leftovers
+from sources.knobs import DEFAULTS
 
 STATUS_EVERY_S = 15.0
 SAMPLE_QUERY = (
@@ -66,7 +65,8 @@ def run_demo(
         services.append(Service("speed", _lambdactl("speed"), logs / "speed.log", env).start())
         services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", env).start())
         echo(f"speed worker -> {settings.speed_views_path}; merged views in {settings.serving_database}")
-        echo(f"simulators: web, app (10% up to 2 h late), sensor at {rate:,.0f} records/s each")
+        late = f"{DEFAULTS.late_share:.0%} up to {DEFAULTS.max_lateness.total_seconds() / 3600:g} h late"
+        echo(f"simulators: web, app ({late}), sensor at {rate:,.0f} records/s each")
         if with_airflow:
             echo("starting Airflow (scheduler, dag-processor, API server, triggerer); first start takes a minute ...")
             airflow, login = start_airflow(settings, logs / "airflow.log")
@@ -135,17 +135,16 @@ def _status_printer(settings: Settings, echo: Callable[[str], None]) -> Callable
 
 
 def batch_status(settings: Settings) -> str:
-    lake = Lake(settings.lake_path, settings.events_topic)
-    table = lake.table()
-    in_lake = sum(lake.committed_offsets(range(settings.topic_partitions), table).values()) if table else 0
-    manifest = read_current(settings.batch_views_path)
-    if manifest.version == 0:
-        batch = "batch views: none published yet"
+    """One console line: what the lake holds, the batch version, and what the merged views reflect."""
+    lake = probe_lake(settings, {})
+    batch = probe_batch(settings)
+    in_lake = sum(lake.progress.offsets.values()) if lake.progress else 0
+    if batch.age_s is None:
+        text = "batch views: none published yet"
     else:
-        age = datetime.now(UTC) - datetime.fromisoformat(manifest.created_at)
-        batch = (
-            f"batch views: version {manifest.version}, covering {sum(manifest.cutoffs.values()):,} records, "
-            f"published {age.total_seconds():.0f}s ago"
+        text = (
+            f"batch views: version {batch.manifest.version}, covering {batch.covered_records:,} records, "
+            f"published {batch.age_s:.0f}s ago"
         )
     merged = ""
     if settings.serving_database.exists():
@@ -155,7 +154,7 @@ def batch_status(settings: Settings) -> str:
         row = query(settings, sql).to_pylist()[0]
         layers = "batch + speed" if row["fresh"] else "batch only"
         merged = f" | merged views reflect {row['records'] or 0:,} records ({layers})"
-    return f"lake: {in_lake:,} records committed | {batch}{merged}"
+    return f"lake: {in_lake:,} records committed | {text}{merged}"
 
 
 def _lambdactl(*args: str) -> list[str]:

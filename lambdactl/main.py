@@ -27,7 +27,7 @@ from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.local_broker import BrokerError, LocalBroker
 from infra.ports import PortInUseError
 from infra.topics import TopicMismatchError, ensure_topics
-from lambda_contracts.events import Source
+from lambda_contracts.events import SOURCES, Source
 from lambda_contracts.plumbing.dead_letters import DeadLetterError
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.serde import get_serde
@@ -37,6 +37,7 @@ from lambdactl.airflow_local import AirflowError
 from lambdactl.dead_letters import read_dead_letters
 from lambdactl.monitor import run_monitor
 from lambdactl.services import LeftoverError
+from sources.knobs import DEFAULTS
 from sources.producer import BatchingProducer, DeliveryError
 from sources.run import RunReport, build_simulators, run_simulation
 
@@ -58,7 +59,6 @@ app.add_typer(bench_app, name="bench")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-SOURCES: tuple[Source, ...] = ("web", "app", "sensor")
 USER_ERRORS: tuple[type[Exception], ...] = (
     BrokerError,
     InstallError,
@@ -205,19 +205,21 @@ def topics_create() -> None:
 @app.command("simulate")
 @friendly_errors
 def simulate(
-    source: Annotated[list[str], typer.Option(help="web, app or sensor; repeat for several.")] = [
-        "web",
-        "app",
-        "sensor",
-    ],
-    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 500.0,
+    source: Annotated[list[str], typer.Option(help="web, app or sensor; repeat for several.")] = list(SOURCES),
+    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = DEFAULTS.rate,
     count: Annotated[int | None, typer.Option(help="Stop after this many records in all.")] = None,
     duration: Annotated[float | None, typer.Option(help="Stop after this many seconds.")] = None,
-    late_share: Annotated[float, typer.Option(help="Share of app events delivered late.")] = 0.1,
-    max_lateness_minutes: Annotated[float, typer.Option(help="How late a late app event can be.")] = 120.0,
-    duplicate_share: Annotated[float, typer.Option(help="Share of records that redeliver an earlier event.")] = 0.01,
-    malformed_share: Annotated[float, typer.Option(help="Share of records that are invalid.")] = 0.005,
-    seed: Annotated[int, typer.Option(help="Same seed and start, same records.")] = 42,
+    late_share: Annotated[float, typer.Option(help="Share of app events delivered late.")] = DEFAULTS.late_share,
+    max_lateness_minutes: Annotated[
+        float, typer.Option(help="How late a late app event can be.")
+    ] = DEFAULTS.max_lateness.total_seconds() / 60,
+    duplicate_share: Annotated[
+        float, typer.Option(help="Share of records that redeliver an earlier event.")
+    ] = DEFAULTS.duplicate_share,
+    malformed_share: Annotated[
+        float, typer.Option(help="Share of records that are invalid.")
+    ] = DEFAULTS.malformed_share,
+    seed: Annotated[int, typer.Option(help="Same seed and start, same records.")] = DEFAULTS.seed,
     start: Annotated[datetime | None, typer.Option(help="Simulated start time (UTC); default now.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Send as fast as possible, not in real time.")] = False,
 ) -> None:
@@ -438,7 +440,7 @@ def demo(
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C).")
     ] = None,
-    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 300.0,
+    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = DEFAULTS.rate,
     batch_every_minutes: Annotated[int, typer.Option(help="Cadence of the batch_views DAG.")] = 1,
     airflow: Annotated[bool, typer.Option(help="Start Airflow (the batch DAGs) too.")] = True,
 ) -> None:

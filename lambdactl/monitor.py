@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from kafka import KafkaConsumer, TopicPartition
 
+from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.serde import get_serde
@@ -43,7 +44,7 @@ class MonitorTick:
 
     def describe(self) -> str:
         totals = self.totals
-        sources = " ".join(f"{s} {totals.by_source[s]:,}" for s in ("web", "app", "sensor"))
+        sources = " ".join(f"{s} {totals.by_source[s]:,}" for s in SOURCES)
         return (
             f"{datetime.now(UTC):%H:%M:%S} in {self.rate:,.0f} ev/s | valid {totals.accepted:,} ({sources})"
             f" | late>1h {totals.late:,} | rejected {totals.rejected:,} | lag {self.lag:,}"

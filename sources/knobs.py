@@ -11,12 +11,15 @@ RecordKind = Literal["valid", "duplicate", "malformed"]
 
 @dataclass(frozen=True)
 class Knobs:
-    """How a simulated source behaves. Same knobs and seed, same records, byte for byte."""
+    """How a simulated source behaves. Same knobs and seed, same records, byte for byte.
+
+    ``Knobs()`` is a clean source (no faults); ``DEFAULTS`` below is what the platform runs.
+    """
 
     rate: float = 1000.0
     """Records per second of simulated time (delivery times are a Poisson process)."""
     late_share: float = 0.0
-    """Share of events whose event time lies up to ``max_lateness`` before their delivery."""
+    """Share of events whose event time lies up to ``max_lateness`` before their delivery (the app's)."""
     max_lateness: timedelta = timedelta(hours=3)
     duplicate_share: float = 0.0
     """Share of records that re-deliver an earlier event's exact bytes (a producer retry)."""
@@ -47,3 +50,10 @@ class SimRecord:
     kind: RecordKind
     event_id: str | None
     """The event id for valid records and duplicates; None for malformed ones."""
+
+
+DEFAULTS = Knobs(
+    rate=300.0, late_share=0.1, max_lateness=timedelta(hours=2), duplicate_share=0.01, malformed_share=0.005
+)
+"""The one place the platform's simulator defaults live: ``lambdactl simulate``, ``build_simulators``,
+the demo and the compose deployment all start from these (three sources at 300 records/s each)."""

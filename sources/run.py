@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from lambda_contracts.events import Source
+from lambda_contracts.events import SOURCES, Source
 from lambda_contracts.serde import Serde
-from sources.knobs import Knobs, SimRecord
+from sources.knobs import DEFAULTS, Knobs, SimRecord
 from sources.producer import BatchingProducer
 from sources.simulators import SIMULATORS, Simulator, merged_records
 
@@ -46,16 +46,16 @@ class RunReport:
 
 
 def build_simulators(
-    sources: Iterable[Source],
+    sources: Iterable[Source] = SOURCES,
     *,
-    rate: float,
     serde: Serde,
     start: datetime,
-    seed: int = 42,
-    late_share: float = 0.1,
-    max_lateness: timedelta = timedelta(hours=2),
-    duplicate_share: float = 0.0,
-    malformed_share: float = 0.0,
+    rate: float = DEFAULTS.rate,
+    seed: int = DEFAULTS.seed,
+    late_share: float = DEFAULTS.late_share,
+    max_lateness: timedelta = DEFAULTS.max_lateness,
+    duplicate_share: float = DEFAULTS.duplicate_share,
+    malformed_share: float = DEFAULTS.malformed_share,
 ) -> list[Simulator]:
     """One simulator per source at ``rate`` records/s each; only the app has late events."""
     simulators = []

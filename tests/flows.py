@@ -23,6 +23,7 @@ from kafka import TopicPartition
 from batch_layer.lake import Lake
 from batch_layer.lake_sink import LakeSink
 from infra.ports import PortInUseError, ensure_port_free
+from lambda_contracts.events import SOURCES
 from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import NODE_PORT_STEP, Settings
@@ -123,7 +124,7 @@ def lively_simulators(
 ) -> list[Simulator]:
     """Web, app and sensors with late (up to 2 h), duplicate and malformed records."""
     return build_simulators(
-        ["web", "app", "sensor"],
+        SOURCES,
         rate=rate,
         serde=JsonSerde(),
         start=start or datetime.now(UTC),
@@ -155,7 +156,7 @@ def producing(settings: Settings, simulators: list[Simulator]) -> Iterator[None]
 def produce(settings: Settings, seed: int, start: datetime, count: int) -> None:
     """``count`` records as fast as the producer goes: late, duplicate and malformed ones included."""
     simulators = build_simulators(
-        ["web", "app", "sensor"],
+        SOURCES,
         rate=200.0,
         serde=JsonSerde(),
         start=start,

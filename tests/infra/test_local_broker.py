@@ -10,6 +10,7 @@ import pytest
 
 from infra.local_broker import BrokerError, LocalBroker, server_properties
 from infra.topics import TopicMismatchError, ensure_topics
+from lambda_contracts.events import SOURCES
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
@@ -70,9 +71,7 @@ def test_topic_creation_is_idempotent_and_refuses_to_shrink(kafka: Settings) -> 
 
 
 def produce(settings: Settings, count: int, seed: int, acked: set[tuple[int, int]]) -> None:
-    simulators = build_simulators(
-        ["web", "app", "sensor"], rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=seed
-    )
+    simulators = build_simulators(SOURCES, rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=seed)
     producer = BatchingProducer(
         settings, settings.events_topic, on_delivery=lambda key, partition, offset: acked.add((partition, offset))
     )

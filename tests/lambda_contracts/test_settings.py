@@ -65,3 +65,12 @@ def test_a_local_cluster_has_one_or_three_nodes_on_spaced_ports() -> None:
         Settings(broker_nodes=2)
     with pytest.raises(ValueError, match="LAMBDA_BROKER_NODES=1"):
         Settings(topic_replication_factor=3)
+
+
+def test_status_thresholds_come_from_settings() -> None:
+    assert Settings(batch_interval_minutes=60).batch_stale_after_s == (2 * 60 + 5) * 60
+    assert Settings(status_batch_stale_minutes=3).batch_stale_after_s == 180
+    assert Settings(serving_refresh_seconds=4).serving_stale_after_s == 20
+    assert Settings(status_serving_stale_seconds=2).serving_stale_after_s == 2
+    assert "LAMBDA_STATUS_BATCH_STALE_MINUTES" not in Settings().as_env(), "unset: the child derives it too"
+    assert Settings(status_batch_stale_minutes=3).as_env()["LAMBDA_STATUS_BATCH_STALE_MINUTES"] == "3.0"

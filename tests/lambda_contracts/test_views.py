@@ -11,6 +11,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from lambda_contracts.columns import events_to_arrow
+from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde
@@ -24,7 +25,7 @@ START = datetime(2026, 11, 24, 10, tzinfo=UTC)
 
 def sample_events(count: int = 6000) -> pa.Table:
     simulators = build_simulators(
-        ["web", "app", "sensor"],
+        SOURCES,
         rate=50.0,
         serde=JsonSerde(),
         start=START,

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lambda_contracts.settings import Settings
+from lambdactl.airflow_api import airflow_api, airflow_url
 from lambdactl.airflow_local import saved_admin_password
-from lambdactl.status import airflow_api, airflow_url
 from tests.browser import trigger_recompute
 from tests.flows import EXTERNAL_BROKER_ENV, free_port_run, free_ports, reaped, start_lambdactl, wait_for
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from lambda_contracts.events import SOURCES
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambdactl.monitor import MonitorTick, run_monitor
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.integration
 def test_the_monitor_counts_valid_and_rejected_records(kafka: Settings) -> None:
     sent: list[SimRecord] = []
     simulators = build_simulators(
-        ["web", "app", "sensor"],
+        SOURCES,
         rate=1000.0,
         serde=JsonSerde(),
         start=datetime(2026, 11, 24, tzinfo=UTC),

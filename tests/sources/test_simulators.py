@@ -5,14 +5,16 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
-from lambda_contracts.events import Event
+from lambda_contracts.events import SOURCES, Event
 from lambda_contracts.serde import JsonSerde, Rejection
-from sources.knobs import Knobs, SimRecord
+from sources.knobs import DEFAULTS, Knobs, SimRecord
+from sources.run import build_simulators
 from sources.simulators import IotSensors, MobileApp, WebClickstream, merged_records
 
 pytestmark = pytest.mark.unit
@@ -131,3 +133,24 @@ def test_knobs_refuse_impossible_values() -> None:
         Knobs(rate=0)
     with pytest.raises(ValueError, match="cannot exceed 1"):
         Knobs(duplicate_share=0.6, malformed_share=0.6)
+
+
+def test_the_platform_defaults_live_in_one_place() -> None:
+    """``lambdactl simulate``, ``build_simulators`` and the demo all start from ``DEFAULTS``."""
+    import inspect
+
+    from lambdactl.main import demo, simulate
+
+    built = build_simulators(serde=serde, start=START)
+    assert [s.source for s in built] == list(SOURCES)
+    app = next(s for s in built if s.source == "app")
+    assert app.knobs == DEFAULTS, "the app is the source with late events"
+    assert all(s.knobs == replace(DEFAULTS, late_share=0.0) for s in built if s.source != "app")
+    options = inspect.signature(simulate).parameters
+    assert options["rate"].default == DEFAULTS.rate
+    assert options["late_share"].default == DEFAULTS.late_share
+    assert options["max_lateness_minutes"].default == DEFAULTS.max_lateness.total_seconds() / 60
+    assert options["duplicate_share"].default == DEFAULTS.duplicate_share
+    assert options["malformed_share"].default == DEFAULTS.malformed_share
+    assert options["source"].default == list(SOURCES)
+    assert inspect.signature(demo).parameters["rate"].default == DEFAULTS.rate

@@ -1,0 +1,136 @@
+"""The serving relations over a hand-made published state: which rows count, and how they merge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from lambda_contracts.manifest import CURRENT, Manifest, manifest_path
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
+from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
+from lambda_contracts.views import VIEWS_BY_NAME
+from serving_layer.query import query
+
+pytestmark = pytest.mark.unit
+
+VIEW = VIEWS_BY_NAME["product_sales_per_hour"]
+HOUR = datetime(2026, 11, 24, 10, tzinfo=UTC)
+NOW = datetime(2026, 11, 24, 11, tzinfo=UTC).isoformat()
+
+
+def sales(rows: list[tuple[str, int, int, str, str]], **extra: int) -> pa.Table:
+    """Rows of the view: (product, orders, units, revenue, largest order)."""
+    columns: dict[str, list[object]] = {
+        "bucket": [HOUR] * len(rows),
+        "product_id": [r[0] for r in rows],
+        "orders": [r[1] for r in rows],
+        "units": [r[2] for r in rows],
+        "revenue": [Decimal(r[3]) for r in rows],
+        "largest_order": [Decimal(r[4]) for r in rows],
+    }
+    schema = [
+        pa.field("bucket", pa.timestamp("us", tz="UTC")),
+        pa.field("product_id", pa.string()),
+        pa.field("orders", pa.int64()),
+        pa.field("units", pa.int64()),
+        pa.field("revenue", pa.decimal128(38, 2)),
+        pa.field("largest_order", pa.decimal128(12, 2)),
+    ]
+    for name, value in extra.items():
+        columns[name] = [value] * len(rows)
+        schema.append(pa.field(name, pa.int32() if name == "kafka_partition" else pa.int64()))
+    return pa.table(columns, schema=pa.schema(schema))
+
+
+def publish_batch(settings: Settings, cutoffs: dict[int, int], rows: list[tuple[str, int, int, str, str]]) -> None:
+    root = settings.batch_views_path
+    file = root / "segments" / "000001-test" / f"{VIEW.name}.parquet"
+    file.parent.mkdir(parents=True)
+    pq.write_table(sales(rows), file)
+    manifest = Manifest(
+        version=1,
+        run_id="test",
+        created_at=NOW,
+        topic="events",
+        lake_version=3,
+        cutoffs=cutoffs,
+        segments={VIEW.name: {"2026-11-24": [str(file.relative_to(root))]}},
+    )
+    manifest_path(root, 1).parent.mkdir(parents=True)
+    manifest_path(root, 1).write_text(manifest.to_json())
+    (root / CURRENT).write_text("1\n")
+
+
+def publish_speed(
+    settings: Settings,
+    partition: int,
+    next_offset: int,
+    segments: dict[tuple[int, int], list[tuple[str, int, int, str, str]]],
+) -> None:
+    root = partition_root(settings.speed_views_path, partition)
+    listed = []
+    for (start, end), rows in segments.items():
+        folder = f"segments/{start}-{end}-1"
+        (root / folder).mkdir(parents=True)
+        pq.write_table(
+            sales(rows, kafka_partition=partition, segment_start=start), root / folder / f"{VIEW.name}.parquet"
+        )
+        listed.append(Segment(start, end, folder, (VIEW.name,)))
+    snapshot = PartitionSnapshot(partition, 1, next_offset, listed, NOW, cutoff=0)
+    snapshot_path(settings.speed_views_path, partition, 1).parent.mkdir(parents=True)
+    snapshot_path(settings.speed_views_path, partition, 1).write_text(snapshot.to_json())
+    (root / SPEED_CURRENT).write_text("1\n")
+
+
+def merged(settings: Settings) -> dict[str, tuple[int, int, Decimal, Decimal]]:
+    rows = query(settings, f"SELECT * FROM {VIEW.name}").to_pylist()
+    return {r["product_id"]: (r["orders"], r["units"], r["revenue"], r["largest_order"]) for r in rows}
+
+
+def test_batch_below_the_cutoff_and_speed_from_it_merge_by_each_measures_rule(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00"), ("p2", 1, 1, "5.00", "5.00")])
+    publish_speed(
+        settings,
+        0,
+        130,
+        {
+            (90, 100): [("p1", 7, 7, "70.00", "70.00")],  # below the cutoff, kept for readers of the old version
+            (100, 120): [("p1", 2, 2, "20.00", "15.00")],
+            (120, 130): [("p3", 1, 2, "8.00", "8.00")],
+        },
+    )
+    publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
+
+    assert merged(settings) == {
+        "p1": (5, 6, Decimal("50.00"), Decimal("15.00")),  # counts and sums add, maxima combine
+        "p2": (2, 4, Decimal("14.00"), Decimal("9.00")),
+        "p3": (1, 2, Decimal("8.00"), Decimal("8.00")),
+    }
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert [(s["batch_cutoff"], s["speed_used"], s["reflected_offset"]) for s in status] == [
+        (100, True, 130),
+        (50, True, 60),
+    ]
+    speed_only = query(settings, f"SELECT sum(orders) AS n FROM {VIEW.name}_speed").to_pylist()
+    assert speed_only == [{"n": 4}], "the inspection relation shows the speed rows that count"
+
+
+def test_a_partition_whose_speed_state_does_not_start_at_the_cutoff_is_served_from_the_batch(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")])
+    publish_speed(settings, 0, 130, {(110, 130): [("p1", 2, 2, "20.00", "15.00")]})  # a gap: 100..110 missing
+    publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
+
+    assert merged(settings) == {
+        "p1": (3, 4, Decimal("30.00"), Decimal("12.00")),
+        "p2": (1, 3, Decimal("9.00"), Decimal("9.00")),
+    }
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (True, 60)]
