@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -30,12 +31,19 @@ def spark_session(settings: Settings, app_name: str = "exact-lambda-batch") -> S
     jars = sorted(DELTA_JARS.glob("*.jar"))
     if not jars:
         raise SparkSetupError("the Delta jars for Spark are missing: run `lambdactl install`")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a laptop or container needs no other interface
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # executors run the same interpreter path
     java_options = f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG} -Duser.timezone=UTC"
+    builder = SparkSession.builder.master(settings.spark_master)
+    if settings.spark_master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # a laptop needs no other interface
+    else:  # executors on other hosts connect back to the driver by its name
+        builder = (
+            builder.config("spark.driver.host", settings.spark_driver_host or socket.gethostname())
+            .config("spark.driver.bindAddress", "0.0.0.0")
+            .config("spark.executor.memory", settings.spark_executor_memory)
+        )
     session = (
-        SparkSession.builder.master(settings.spark_master)
-        .appName(app_name)
+        builder.appName(app_name)
         .config("spark.jars", ",".join(str(j) for j in jars))
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from kafka.errors import KafkaError
 
-from infra.jars import KAFKA_JARS, KAFKA_LOG4J_CONFIG, InstallError, java_major_version
+from infra.jars import KAFKA_JARS, InstallError, java_major_version
+from infra.kafka_node import KafkaNodeError, format_storage, java_command, local_nodes, server_properties
 from infra.ports import PortInUseError, ensure_port_free
 from lambda_contracts.plumbing.kafka import admin_client, quiet_kafka_logs
 from lambda_contracts.settings import Settings
@@ -89,20 +90,7 @@ class BrokerNode:
         self._write_properties()
         self._format_once()
         self.logs.mkdir(parents=True, exist_ok=True)
-        command = [
-            "java",
-            f"-Xms{min(256, self.settings.broker_heap_mb)}m",
-            f"-Xmx{self.settings.broker_heap_mb}m",
-            "-XX:+UseG1GC",
-            "-XX:MaxGCPauseMillis=20",
-            "-Djava.awt.headless=true",
-            f"-Dkafka.logs.dir={self.logs}",
-            f"-Dlog4j2.configurationFile={KAFKA_LOG4J_CONFIG}",
-            "-cp",
-            f"{KAFKA_JARS.folder}/*",
-            "kafka.Kafka",
-            str(self.properties),
-        ]
+        command = java_command(self.settings, self.properties, self.logs)
         with (self.logs / "stdout.log").open("ab") as stdout:
             self._child = subprocess.Popen(
                 command, stdout=stdout, stderr=subprocess.STDOUT, cwd=self.home, start_new_session=True
@@ -231,7 +219,7 @@ class BrokerNode:
     def _write_properties(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         self.properties.write_text(
-            server_properties(self.settings, self.log_dirs, self.node_id),
+            server_properties(self.settings, self.log_dirs, local_nodes(self.settings)[self.node_id - 1]),
             encoding="utf-8",
         )
 
@@ -239,29 +227,10 @@ class BrokerNode:
         """Format the KRaft storage on first start only; later starts keep every record."""
         if (self.log_dirs / "meta.properties").exists():
             return
-        cluster_id = self._cluster_id()
-        result = subprocess.run(
-            [
-                "java",
-                "-Xmx256m",
-                f"-Dlog4j2.configurationFile={KAFKA_LOG4J_CONFIG}",
-                f"-Dkafka.logs.dir={self.logs}",
-                "-cp",
-                f"{KAFKA_JARS.folder}/*",
-                "kafka.tools.StorageTool",
-                "format",
-                "--cluster-id",
-                cluster_id,
-                "--config",
-                str(self.properties),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise BrokerError(f"formatting the broker storage failed:\n{result.stdout}{result.stderr}")
-        log.info("formatted broker storage in %s (cluster %s)", self.log_dirs, cluster_id)
+        try:
+            format_storage(self.log_dirs, self.properties, self.logs, self._cluster_id())
+        except KafkaNodeError as error:
+            raise BrokerError(str(error)) from None
 
     def _cluster_id(self) -> str:
         """One id for every node of the local cluster, made once."""
@@ -345,42 +314,6 @@ class LocalBroker:
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(f"-- node {node.node_id} --\n{node.log_tail(lines)}" for node in self.nodes)
-
-
-def server_properties(settings: Settings, log_dirs: Path, node_id: int = 1) -> str:
-    """A node's configuration (broker and controller in one JVM); replication follows the node count."""
-    host = settings.broker_host
-    port, controller_port = settings.local_broker_ports[node_id - 1]
-    voters = ",".join(f"{n}@{host}:{c}" for n, (_, c) in enumerate(settings.local_broker_ports, start=1))
-    replicas = str(min(3, settings.broker_nodes))
-    min_isr = "2" if settings.broker_nodes >= 3 else "1"
-    lines = {
-        "process.roles": "broker,controller",
-        "node.id": str(node_id),
-        "controller.quorum.voters": voters,
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(log_dirs),
-        # Topics come from settings (`lambdactl topics create`): a typo must fail, not create a topic.
-        "auto.create.topics.enable": "false",
-        "num.partitions": str(settings.topic_partitions),
-        "default.replication.factor": replicas,
-        "min.insync.replicas": min_isr,
-        "unclean.leader.election.enable": "false",
-        "offsets.topic.replication.factor": replicas,
-        "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": replicas,
-        "transaction.state.log.min.isr": min_isr,
-        "share.coordinator.state.topic.replication.factor": replicas,
-        "share.coordinator.state.topic.min.isr": min_isr,
-        "group.initial.rebalance.delay.ms": "0",
-        "log.retention.check.interval.ms": "60000",
-    }
-    header = "# Written by lambdactl from settings at every start; edit the LAMBDA_* settings instead.\n"
-    return header + "".join(f"{key}={value}\n" for key, value in lines.items())
 
 
 def _alive(pid: int) -> bool:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
 
+from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
+from lambda_contracts.settings import Settings
 from lambda_contracts.topics import TopicSpec
 
 TOPIC_ALREADY_EXISTS = 36
@@ -77,3 +79,40 @@ def _partitions_with_leaders(admin: KafkaAdminClient, names: list[str], timeout_
                 log.warning("topics %s still have partitions without a leader after %.0fs", names, timeout_s)
             return {t["name"]: len(t["partitions"]) for t in topics}
         time.sleep(0.2)  # polling the cluster's metadata, bounded by the deadline
+
+
+@dataclass(frozen=True)
+class PartitionPlacement:
+    topic: str
+    partition: int
+    leader: int
+    replicas: list[int]
+    isr: list[int]
+    end_offset: int
+
+    def describe(self) -> str:
+        return (
+            f"{self.topic}[{self.partition}] leader {self.leader} replicas {self.replicas} "
+            f"in-sync {self.isr} end offset {self.end_offset:,}"
+        )
+
+
+def describe_partitions(admin: KafkaAdminClient, settings: Settings) -> list[PartitionPlacement]:
+    """Where each partition of the events topic lives and how far it goes."""
+    topic = admin.describe_topics([settings.events_topic])[0]
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        ends = topic_offsets(consumer, settings.events_topic)
+    finally:
+        consumer.close(autocommit=False)
+    return [
+        PartitionPlacement(
+            settings.events_topic,
+            p["partition_index"],
+            p["leader_id"],
+            sorted(p["replica_nodes"]),
+            sorted(p["isr_nodes"]),
+            ends.get(p["partition_index"], 0),
+        )
+        for p in sorted(topic["partitions"], key=lambda p: p["partition_index"])
+    ]

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     # Batch layer (Spark).
     spark_master: str = Field("local[*]", description="local[*] embedded, spark://host:7077 on a cluster.")
     spark_driver_memory: str = "1g"
+    spark_executor_memory: str = Field("1g", description="Per executor, on a spark:// cluster.")
+    spark_driver_host: str = Field("", description="How executors reach the driver; empty: this host's name.")
     spark_shuffle_partitions: int = Field(4, ge=1)
 
     # Airflow: how often the batch views advance; how much history maintenance keeps.

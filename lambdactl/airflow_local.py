@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import signal
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -133,3 +134,20 @@ def wait_until_healthy(service: Service, url: str, timeout_s: float = READY_TIME
         last = health.error or f"scheduler {health.state('scheduler')}"
         time.sleep(1.0)  # polling a real health endpoint, bounded by the deadline
     raise AirflowError(f"Airflow did not become healthy at {url} within {timeout_s:.0f}s ({last}); see {service.log}")
+
+
+def init_deployed_airflow(settings: Settings, passwords_file: Path) -> None:
+    """Migrate a deployment's Airflow database and write the admin password Airflow reads.
+
+    The password is the deployment's ``LAMBDA_AIRFLOW_PASSWORD`` (required there), so the UI login
+    and ``lambdactl status`` agree.
+    """
+    password = settings.airflow_password.get_secret_value()
+    if not password:
+        raise AirflowError("LAMBDA_AIRFLOW_PASSWORD is empty: set it (`lambdactl deploy env` writes one)")
+    passwords_file.parent.mkdir(parents=True, exist_ok=True)
+    passwords_file.write_text(json.dumps({settings.airflow_username: password}))
+    passwords_file.chmod(0o600)
+    migrate = subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=False)
+    if migrate.returncode != 0:
+        raise AirflowError(f"`airflow db migrate` failed (exit {migrate.returncode}); its output is above")

@@ -7,12 +7,16 @@ it does so only to start them. Each subcommand is thin and calls into its layer.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
 from typing import Annotated, ParamSpec, TypeVar
 
 import duckdb
@@ -23,7 +27,9 @@ from pydantic import ValidationError
 from batch_layer.batch_job import EmptyLakeError
 from batch_layer.publish import SupersededError
 from batch_layer.spark import SparkSetupError
+from infra.deploy import COMPOSE_FILE, ENV_FILE, DeployError, prepare, write_env
 from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
+from infra.kafka_node import KafkaNodeError
 from infra.local_broker import BrokerError, LocalBroker
 from infra.ports import PortInUseError
 from infra.topics import TopicMismatchError, ensure_topics
@@ -55,12 +61,19 @@ bench_app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+deploy_app = typer.Typer(
+    help="Get a docker-compose deployment ready (infra/compose): secrets, build inputs, base image.",
+    no_args_is_help=True,
+)
 app.add_typer(bench_app, name="bench")
+app.add_typer(deploy_app, name="deploy")
 
 P = ParamSpec("P")
 R = TypeVar("R")
 USER_ERRORS: tuple[type[Exception], ...] = (
     BrokerError,
+    DeployError,
+    KafkaNodeError,
     InstallError,
     TopicMismatchError,
     DeliveryError,
@@ -185,7 +198,41 @@ def broker_logs(lines: Annotated[int, typer.Option(help="How many lines.")] = 40
     typer.echo(LocalBroker(get_settings()).log_tail(lines))
 
 
+@broker_app.command("run-node")
+@friendly_errors
+def broker_run_node(
+    node_id: Annotated[int, typer.Option(help="This node's id in the cluster.")],
+    host: Annotated[str, typer.Option(help="The name other containers reach this node by.")],
+    voters: Annotated[str, typer.Option(help="The controller quorum: id@host:port,...")],
+    cluster_id: Annotated[str, typer.Option(envvar="KAFKA_CLUSTER_ID", help="The cluster's id (formatted once).")],
+    broker_only: Annotated[bool, typer.Option(help="A broker that is not a controller voter.")] = False,
+) -> None:
+    """Run one Kafka node in the foreground (a container's main process), from the pinned jars."""
+    from infra.kafka_node import container_node, run_in_foreground
+
+    settings = get_settings()
+    run_in_foreground(settings, container_node(settings, node_id, host, voters, not broker_only), cluster_id)
+
+
 # -- topics ------------------------------------------------------------------------------------
+
+
+@topics_app.command("describe")
+@friendly_errors
+def topics_describe(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per partition.")] = False,
+) -> None:
+    """Per partition of the events topic: leader, replicas, in-sync replicas and end offset."""
+    from infra.topics import describe_partitions
+
+    settings = get_settings()
+    with admin_client(settings) as admin:
+        partitions = describe_partitions(admin, settings)
+    for partition in partitions:
+        if as_json:
+            typer.echo(json.dumps(asdict(partition), sort_keys=True))
+        else:
+            typer.echo(partition.describe())
 
 
 @topics_app.command("create")
@@ -326,6 +373,9 @@ def sql(
         str, typer.Argument(help="A SELECT over the merged views, e.g. 'SELECT * FROM serving_status'.")
     ],
     max_rows: Annotated[int, typer.Option(help="Rows to print.")] = 40,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Every row as one JSON object per line (decimals and times as text).")
+    ] = False,
 ) -> None:
     """Query the merged views (batch + speed, exact) with SQL; read-only."""
     from serving_layer.query import RefusedQueryError, check_read_only, serving_connection
@@ -333,12 +383,24 @@ def sql(
     connection = serving_connection(get_settings())
     try:
         check_read_only(connection, statement)
-        connection.sql(statement).show(max_rows=max_rows, max_width=200)
+        relation = connection.sql(statement)
+        if as_json:
+            for row in relation.to_arrow_table().to_pylist():
+                typer.echo(json.dumps(row, default=_json_value, sort_keys=True))
+        else:
+            relation.show(max_rows=max_rows, max_width=200)
     except (RefusedQueryError, duckdb.Error) as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     finally:
         connection.close()
+
+
+def _json_value(value: object) -> object:
+    """Whole decimals (e.g. a sum of counts) as JSON numbers; other decimals and times as exact text."""
+    if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent == 0:
+        return int(value)
+    return str(value)
 
 
 @app.command("serve")
@@ -375,6 +437,7 @@ def status(
         str | None,
         typer.Option(help="Only this component (kafka, lake, speed, batch, serving, airflow); exit 1 if down."),
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
 ) -> None:
     """Each component up or down, events/s in, lag per consumer and partition, freshness, batch age, DLQ."""
     from lambdactl import status as platform_status
@@ -383,7 +446,7 @@ def status(
         raise typer.BadParameter(f"unknown component {check!r}; known: {', '.join(platform_status.PARTS)}")
     parts = (check,) if check else platform_status.PARTS
     found = platform_status.collect(get_settings(), sample_s=0 if check else 1.0, parts=parts)
-    for line in platform_status.render(found):
+    for line in [platform_status.as_json(found)] if as_json else platform_status.render(found):
         typer.echo(line)
     if check and not platform_status.healthy(found, check):
         raise typer.Exit(1)
@@ -449,6 +512,44 @@ def demo(
 
     settings = get_settings().model_copy(update={"batch_interval_minutes": batch_every_minutes})
     run_demo(settings, duration_s=duration, rate=rate, with_airflow=airflow, echo=typer.echo)
+
+
+# -- deployment --------------------------------------------------------------------------------
+
+
+@deploy_app.command("env")
+@friendly_errors
+def deploy_env(
+    env_file: Annotated[Path, typer.Option(help="Where to write it.")] = ENV_FILE,
+) -> None:
+    """Write the compose .env with fresh random secrets (refuses to overwrite an existing one)."""
+    write_env(env_file)
+    typer.echo(f"wrote {env_file} (mode 600): Kafka cluster id, Airflow admin password, Fernet key, JWT secret,")
+    typer.echo("Postgres password. Next: `lambdactl deploy prepare`, then `docker compose ... up -d --build --wait`.")
+
+
+@deploy_app.command("prepare")
+@friendly_errors
+def deploy_prepare(
+    env_file: Annotated[Path, typer.Option(help="The .env that records the base image to build on.")] = ENV_FILE,
+) -> None:
+    """Fetch the wheels (uv.lock) and jars the images install, and make sure the Debian base image exists."""
+    base = prepare(progress=typer.echo, env_file=env_file)
+    typer.echo(f"ready to build: docker compose -f {COMPOSE_FILE} up -d --build --wait (base {base.name})")
+
+
+@app.command("airflow-init")
+@friendly_errors
+def airflow_init(
+    passwords_file: Annotated[Path, typer.Option(help="Airflow's simple auth manager passwords file.")] = Path(
+        "/opt/airflow/passwords.json"
+    ),
+) -> None:
+    """A deployment's one-shot Airflow set-up: migrate the metadata database, set the admin password."""
+    from lambdactl.airflow_local import init_deployed_airflow
+
+    init_deployed_airflow(get_settings(), passwords_file)
+    typer.echo(f"Airflow's database is migrated; admin password set in {passwords_file}")
 
 
 def stop_on_signals() -> threading.Event:

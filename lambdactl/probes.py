@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from kafka.errors import KafkaError
 
@@ -32,13 +33,21 @@ class Component:
 
 
 @dataclass(frozen=True)
+class GroupProbe:
+    component: Component
+    group: str
+    members: list[list[int]]
+    """Per member, the partitions of the events topic it owns."""
+
+
+@dataclass(frozen=True)
 class KafkaProbe:
     component: Component
     ends: dict[int, int] = field(default_factory=dict)
     """Partition -> end offset of the events topic."""
     events_per_s: float | None = None
     dead_letters: int | None = None
-    groups: list[Component] = field(default_factory=list)
+    groups: list[GroupProbe] = field(default_factory=list)
 
 
 def probe_kafka(settings: Settings, sample_s: float = 0.0) -> KafkaProbe:
@@ -65,11 +74,7 @@ def probe_kafka(settings: Settings, sample_s: float = 0.0) -> KafkaProbe:
                 group: {"members": [], "group_state": f"unknown ({type(error).__name__})"}
                 for group in (settings.lake_sink_group, settings.speed_group)
             }
-    groups = []
-    for group, description in described.items():
-        members = len(description["members"])
-        detail = f"{members} member(s), state {description['group_state']}"
-        groups.append(Component(f"group {group}", members > 0, detail))
+    groups = [_group(settings, name, description) for name, description in described.items()]
     return KafkaProbe(
         Component("kafka", True, f"{brokers} broker(s) at {settings.bootstrap_servers}"),
         ends=ends,
@@ -77,6 +82,19 @@ def probe_kafka(settings: Settings, sample_s: float = 0.0) -> KafkaProbe:
         dead_letters=sum(dlq.values()) - sum(dlq_start.values()),
         groups=groups,
     )
+
+
+def _group(settings: Settings, name: str, description: dict[str, Any]) -> GroupProbe:
+    """A consumer group's members and the partitions of the events topic each one owns."""
+    owned = []
+    for member in description["members"]:
+        assignment = member.get("member_assignment") or {}
+        assigned = assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+        owned.append(sorted(p for a in assigned if a["topic"] == settings.events_topic for p in a["partitions"]))
+    detail = f"{len(owned)} member(s), state {description['group_state']}"
+    if owned:
+        detail += "; partitions " + " ".join("[" + ",".join(map(str, o)) + "]" for o in sorted(owned))
+    return GroupProbe(Component(f"group {name}", bool(owned), detail), name, owned)
 
 
 @dataclass(frozen=True)
@@ -109,7 +127,9 @@ def probe_speed(settings: Settings, ends: dict[int, int]) -> SpeedProbe:
     partitions = sorted(ends) or list(range(settings.topic_partitions))
     snapshots = {p: read_snapshot(settings.speed_views_path, p) for p in partitions}
     if not any(snapshots.values()):
-        return SpeedProbe(Component("speed", False, "no speed state published yet"), snapshots)
+        idle = not any(ends.values())
+        detail = "no events yet" if idle else "no speed state published yet: is a speed worker running?"
+        return SpeedProbe(Component("speed", idle, detail), snapshots)
     lag, stale = {}, []
     for partition, snapshot in snapshots.items():
         behind = max(0, ends.get(partition, 0) - (snapshot.next_offset if snapshot else 0))

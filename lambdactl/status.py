@@ -6,7 +6,8 @@ so the same command works on a laptop and against a docker-compose deployment.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 
 from lambda_contracts.settings import Settings
 from lambdactl.probes import (
@@ -27,6 +28,8 @@ class Status:
     lag: dict[str, dict[int, int]] = field(default_factory=dict)
     """Consumer -> partition -> records the consumer's published state does not reflect yet."""
     dead_letters: int | None = None
+    groups: dict[str, list[list[int]]] = field(default_factory=dict)
+    """Consumer group -> per member, the partitions it owns."""
 
     def component(self, name: str) -> Component | None:
         return next((c for c in self.components if c.name == name), None)
@@ -41,7 +44,8 @@ def collect(settings: Settings, sample_s: float = 1.0, parts: tuple[str, ...] = 
     ends: dict[int, int] = {}
     if {"kafka", "lake", "speed"} & set(parts):
         kafka = probe_kafka(settings, sample_s)
-        status.components += [kafka.component, *kafka.groups]
+        status.components += [kafka.component, *(g.component for g in kafka.groups)]
+        status.groups = {g.group: g.members for g in kafka.groups}
         status.events_per_s, status.dead_letters, ends = kafka.events_per_s, kafka.dead_letters, kafka.ends
     if "lake" in parts:
         lake = probe_lake(settings, ends)
@@ -69,6 +73,11 @@ def healthy(status: Status, name: str) -> bool:
     """For container healthchecks: is ``name`` up?"""
     component = status.component(name)
     return component is not None and component.up
+
+
+def as_json(status: Status) -> str:
+    """The status for scripts: one JSON object."""
+    return json.dumps(asdict(status), sort_keys=True)
 
 
 def render(status: Status) -> list[str]:

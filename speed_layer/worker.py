@@ -100,8 +100,8 @@ class SpeedWorker:
         for partition in sorted(assigned - set(self.states)):
             cutoff = self._cutoffs.get(partition, 0)
             state = restore(self.root, partition, cutoff)
-            if state is None:
-                state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff)
+            if state is None:  # published at once, so readers and probes see the partition is owned
+                state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff, changed=True)
             self.states[partition] = state
             self.consumer.seek(TopicPartition(self.topic, partition), state.next_offset)
             log.info("speed worker took partition %d at offset %d", partition, state.next_offset)

@@ -24,7 +24,7 @@ from infra.topics import ensure_topics
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
-from tests.flows import EXTERNAL_BROKER_ENV, REPO, local_broker_settings
+from tests.flows import EXTERNAL_BROKER_ENV, REPO, compose_environment, local_broker_settings, wait_for
 
 # Airflow reads its configuration when first imported: point it at a throwaway home first.
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="airflow-tests-"))
@@ -99,3 +99,38 @@ def kafka(broker_settings: Settings) -> Settings:
     with admin_client(settings) as admin:
         ensure_topics(admin, platform_topics(settings))
     return settings
+
+
+def docker_answers() -> bool:
+    result = subprocess.run(["docker", "info"], capture_output=True, env=compose_environment(), check=False)
+    return result.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A running Docker engine: the one already running, or ``dockerd`` started here (and stopped after).
+
+    Never skipped: without an engine the compose tests fail and say what is missing.
+    """
+    if docker_answers():
+        yield
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None or os.geteuid() != 0:
+        pytest.fail(
+            "no Docker engine answers and none can be started here: install Debian's docker.io "
+            "(`./dev test` does, as root) or start your engine, then run the compose tests again"
+        )
+    log = tmp_path_factory.mktemp("dockerd") / "dockerd.log"
+    with log.open("wb") as out:
+        engine = subprocess.Popen([dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(docker_answers, 90, f"dockerd answering (its log: {log})", every_s=0.5)
+        yield
+    finally:
+        engine.terminate()
+        try:
+            engine.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            engine.kill()
+            engine.wait()

@@ -6,6 +6,7 @@ Test modules import from here (and from ``oracle`` and ``fakes``), never from ea
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import subprocess
@@ -300,3 +301,21 @@ def crash_and_rebalance(
             process.wait()
             killed.append(log)
     return killed
+
+
+# -- docker -------------------------------------------------------------------------------------
+
+PINNED_COMPOSE = REPO / ".tools" / "docker"
+"""Where ``./dev`` keeps the pinned Docker Compose plugin (``cli-plugins/docker-compose``)."""
+
+
+def compose_environment(**extra: str) -> dict[str, str]:
+    """The environment for ``docker`` commands: the pinned Compose, and no LAMBDA_* or secret leaking in.
+
+    Compose lets shell variables override the env file; a developer's own settings must not.
+    """
+    leaking = ("LAMBDA_", "KAFKA_CLUSTER_ID", "AIRFLOW_", "POSTGRES_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(leaking)}
+    if (PINNED_COMPOSE / "cli-plugins" / "docker-compose").exists():
+        env["DOCKER_CONFIG"] = str(PINNED_COMPOSE)
+    return env | extra

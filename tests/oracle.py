@@ -6,18 +6,24 @@ each event once (first copy by partition and offset), bucketed in UTC, aggregate
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from lambda_contracts.columns import events_to_arrow
-from lambda_contracts.intake import split
+from lambda_contracts.intake import Accepted, split
 from lambda_contracts.plumbing import duck
-from lambda_contracts.serde import JsonSerde
+from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
-from lambda_contracts.views import VIEWS, View
+from lambda_contracts.views import BUCKET, VIEWS, View
 from serving_layer.query import serving_connection
+from sources.run import build_simulators
+from sources.simulators import merged_records
 from tests.flows import read_topic
 
 Row = tuple[Any, ...]
@@ -108,3 +114,51 @@ def compare(settings: Settings) -> tuple[int, bool]:
         if snapshot and row["speed_used"] and any(s.end <= row["batch_cutoff"] for s in snapshot.segments):
             in_grace = True  # speed rows below the cutoff still published, and correctly left out
     return sum(reflected.values()), in_grace
+
+
+def canonical(rows: Iterable[Row]) -> Counter[tuple[str, ...]]:
+    """Rows as a multiset of text, so equal values compare equal whatever their type or scale."""
+
+    def text(value: Any) -> str:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC).isoformat()
+        if isinstance(value, Decimal):
+            return str(value.normalize()) if value else "0"
+        return str(value)
+
+    return Counter(tuple(text(v) for v in row) for row in rows)
+
+
+def simulated_view_rows(runs: Iterable[tuple[int, datetime, int, float]]) -> dict[str, Counter[tuple[str, ...]]]:
+    """What the views hold after ``lambdactl simulate --fast --seed S --start T --count N --rate R`` runs.
+
+    The simulators are deterministic, so the same records are made here, independently of Kafka;
+    redeliveries are byte-for-byte copies, so counting each ``event_id`` once in generation order
+    is what any first-copy rule gives.
+    """
+    accepted: list[Accepted] = []
+    seen: set[str] = set()
+    for seed, start, count, rate in runs:
+        simulators = build_simulators(serde=JsonSerde(), start=start, seed=seed, rate=rate)
+        for record in itertools.islice(merged_records(simulators), count):
+            event = JsonSerde().decode(record.value)
+            if isinstance(event, Rejection) or str(event.event_id) in seen:
+                continue
+            seen.add(str(event.event_id))
+            accepted.append(Accepted(0, len(accepted), event, record.value))
+    events = events_to_arrow(accepted).to_pylist()
+    return {view.name: canonical(view_rows(events, view)) for view in VIEWS}
+
+
+def json_rows(lines: str, view: View) -> Counter[tuple[str, ...]]:
+    """``lambdactl sql --json`` output for a view, in ``canonical`` form."""
+    rows = []
+    for line in lines.splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        bucket = datetime.fromisoformat(record[BUCKET])
+        dims = [record[d.name] for d in view.dimensions]
+        measures = [int(record[m.name]) if m.sql_type == "BIGINT" else Decimal(record[m.name]) for m in view.measures]
+        rows.append((bucket, *dims, *measures))
+    return canonical(rows)

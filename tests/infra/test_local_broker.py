@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from infra.local_broker import BrokerError, LocalBroker, server_properties
+from infra.kafka_node import container_node, local_nodes, server_properties
+from infra.local_broker import BrokerError, LocalBroker
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import SOURCES
 from lambda_contracts.plumbing.kafka import admin_client
@@ -26,12 +27,28 @@ needs_local_broker = pytest.mark.skipif(
 
 @pytest.mark.unit
 def test_server_properties_are_kraft_combined_mode(tmp_path: Path) -> None:
-    text = server_properties(Settings(broker_port=9500, broker_controller_port=9501), tmp_path)
+    settings = Settings(broker_port=9500, broker_controller_port=9501)
+    text = server_properties(settings, tmp_path, local_nodes(settings)[0])
     assert "process.roles=broker,controller" in text
     assert "controller.quorum.voters=1@127.0.0.1:9501" in text
     assert "listeners=PLAINTEXT://127.0.0.1:9500,CONTROLLER://127.0.0.1:9501" in text
     assert "auto.create.topics.enable=false" in text
     assert f"log.dirs={tmp_path}" in text
+
+
+@pytest.mark.unit
+def test_a_container_node_listens_everywhere_and_is_advertised_by_name(tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap_servers="kafka-1:9092", topic_replication_factor=3, topic_min_insync_replicas=2)
+    voters = "1@kafka-1:9093,2@kafka-2:9093,3@kafka-3:9093"
+    text = server_properties(settings, tmp_path, container_node(settings, 2, "kafka-2", voters))
+    assert "node.id=2" in text and f"controller.quorum.voters={voters}" in text
+    assert "listeners=PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093" in text
+    assert "advertised.listeners=PLAINTEXT://kafka-2:9092" in text
+    assert "offsets.topic.replication.factor=3" in text and "min.insync.replicas=2" in text
+    broker_only = server_properties(
+        settings, tmp_path, container_node(settings, 4, "kafka-4", voters, controller=False)
+    )
+    assert "process.roles=broker\n" in broker_only and "CONTROLLER://" not in broker_only.split("listeners=")[1]
 
 
 @pytest.mark.unit
