@@ -49,6 +49,10 @@ class LakeProgress:
     rows: int
 
 
+class LakeLayoutError(RuntimeError):
+    """The table on disk was made by a version with another layout; the message says what to do."""
+
+
 def app_id(topic: str, partition: int) -> str:
     """The Delta application-transaction id under which a partition's offset is recorded."""
     return f"lake-sink/{topic}/{partition}"
@@ -71,6 +75,11 @@ class Lake:
     def ensure_table(self) -> DeltaTable:
         """Create the empty table on first use, so every append is a compare-and-swap on a snapshot."""
         table = self.table()
+        if table is not None and table.metadata().partition_columns != LAKE_PARTITION_COLUMNS:
+            raise LakeLayoutError(
+                f"the lake at {self.path} is partitioned by {table.metadata().partition_columns}, this version "
+                f"by {LAKE_PARTITION_COLUMNS}: start on a fresh LAMBDA_DATA_DIR (or move the old one away)"
+            )
         if table is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             DeltaTable.create(
@@ -96,6 +105,36 @@ class Lake:
             return None
         rows = pa.table(table.get_add_actions(flatten=True)).column("num_records")
         return LakeProgress(table.version(), self.committed_offsets(partitions, table), int(pc.sum(rows).as_py() or 0))
+
+    def files_with_offsets(self, table: DeltaTable, ranges: Mapping[int, tuple[int, int]]) -> list[str]:
+        """The data files that may hold records with offsets in ``ranges`` (partition -> [start, end)).
+
+        Read from the Delta log's per-file statistics: each file holds one Kafka partition, so its
+        offset range is exact and a run reads only the files its new records are in.
+        """
+        actions = pa.table(table.get_add_actions(flatten=True))
+        partitions = actions.column("partition.kafka_partition").to_pylist()
+        lows = actions.column("min.kafka_offset").to_pylist()
+        highs = actions.column("max.kafka_offset").to_pylist()
+        paths = actions.column("path").to_pylist()
+        chosen = []
+        for path, partition, low, high in zip(paths, partitions, lows, highs, strict=True):
+            start, end = ranges.get(partition, (0, 0))
+            if start < end and (low is None or high is None or (low < end and high >= start)):
+                chosen.append(str(self.path.resolve() / path))
+        return chosen
+
+    def days(self, table: DeltaTable) -> list[str]:
+        """Every event day the lake has (from partition values in the log, no data scanned)."""
+        return sorted({str(values["event_date"]) for values in table.partitions() if values.get("event_date")})
+
+    def files_of_days(self, table: DeltaTable, days: Iterable[str]) -> list[str]:
+        """Every data file of these event days (``YYYY-MM-DD``)."""
+        wanted = set(days)
+        actions = pa.table(table.get_add_actions(flatten=True))
+        dates = actions.column("partition.event_date").to_pylist()
+        paths = actions.column("path").to_pylist()
+        return [str(self.path.resolve() / p) for p, d in zip(paths, dates, strict=True) if d.isoformat() in wanted]
 
     def append(self, rows: pa.Table, expected: Mapping[int, int], next_offsets: Mapping[int, int]) -> int:
         """Commit ``rows`` and advance each partition from ``expected`` to ``next_offsets``, atomically.

@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 
 from batch_layer.lake import FencedError, Lake
 from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
 from lambda_contracts.intake import KafkaRecord
 from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher, last_dead_lettered
+from lambda_contracts.plumbing.files import SpaceWait, out_of_space
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
@@ -39,6 +41,7 @@ GROUP_COMMIT_TIMEOUT_MS = 5000
 
 POLL_TIMEOUT_MS = 200
 MAX_POLL_RECORDS = 20_000
+DECODE_BATCH = 20_000
 
 
 @dataclass
@@ -65,17 +68,22 @@ class LakeSink:
         self._committed: dict[int, int] = {}  # partition -> next offset the lake holds
         self._next: dict[int, int] = {}  # partition -> next offset expected (lake + buffer)
         self._buffer: dict[int, list[pa.Table]] = {}
+        self._raw: list[KafkaRecord] = []
+        """Records taken but not decoded yet (all partitions): decoded together, at the latest on flush."""
         self._buffered_rows = 0
         self._gap_checked: set[int] = set()
         self._dead_lettered: dict[int, int] = {}
         """Partition -> the highest source offset already in the dead-letter topic when we took it."""
         self._last_flush = time.monotonic()
+        self.space = SpaceWait("lake sink", settings.lake_path)
 
     def run(self, stop: threading.Event) -> SinkStats:
         self.lake.ensure_table()
         subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
+                if self.space.waiting:  # take nothing more while what we hold cannot be written
+                    self.consumer.pause(*self.consumer.assignment())
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 self._follow_assignment()
                 for tp, records in batches.items():
@@ -126,15 +134,33 @@ class LakeSink:
                 fresh[0].offset - 1,
             )
         self._gap_checked.discard(partition)
-        events, rejected = decode_micro_batch(fresh, self.serde, rejected_by=self.group)
-        kept = self._dead_lettered.get(partition, -1)  # a crash after writing them, before committing
-        self.dead_letters.publish(letter for letter in rejected if letter.source_offset > kept)
-        self.stats.rejected += len(rejected)
-        self._buffer[partition].append(events)
-        self._buffered_rows += events.num_rows
+        self._raw.extend(fresh)
+        self._buffered_rows += len(fresh)
         self._next[partition] = fresh[-1].offset + 1
+        if len(self._raw) >= DECODE_BATCH:
+            self._decode()
+
+    def _decode(self) -> None:
+        """Decode every record taken since the last decode in one vectorized pass, whatever its partition.
+
+        Decoding has a fixed cost per call (the canonical-record pattern is compiled each time), so at
+        low rates the sink decodes when it flushes, not per partition and poll.
+        """
+        if not self._raw:
+            return
+        raw, self._raw = self._raw, []
+        events, rejected = decode_micro_batch(raw, self.serde, rejected_by=self.group)
+        letters = [r for r in rejected if r.source_offset > self._dead_lettered.get(r.source_partition, -1)]
+        self.dead_letters.publish(letters)  # not those a crashed owner kept already
+        self.stats.rejected += len(rejected)
+        self._buffered_rows += events.num_rows - len(raw)
+        partitions = events.column("kafka_partition")
+        for partition in {r.partition for r in raw}:
+            self._buffer[partition].append(events.filter(pc.equal(partitions, partition)))
 
     def _due(self) -> bool:
+        if self.space.waiting:
+            return self.space.may_try()
         if self._buffered_rows >= self.settings.lake_flush_rows:
             return True
         pending = any(self._next[p] != self._committed[p] for p in self._next)
@@ -147,7 +173,9 @@ class LakeSink:
         self._last_flush = time.monotonic()
         partitions = [p for p in self._next if self._next[p] != self._committed[p]]
         if not partitions:
+            self._space_back()  # nothing held any more (the partitions moved): take records again
             return
+        self._decode()
         self.dead_letters.flush()  # a rejected record is in the dead-letter topic before its offset is committed
         while partitions:
             rows = pa.concat_tables([EVENT_SCHEMA.empty_table()] + [t for p in partitions for t in self._buffer[p]])
@@ -159,6 +187,12 @@ class LakeSink:
                 self._fenced(fenced.partitions)
                 partitions = [p for p in partitions if p not in fenced.partitions]
                 continue
+            except Exception as error:
+                if not out_of_space(error):
+                    raise
+                self.space.failed(error)  # the rows stay buffered, the offsets uncommitted: retried later
+                return
+            self._space_back()
             self._committed.update(next_offsets)
             self.stats.commits += 1
             self.stats.rows += rows.num_rows
@@ -169,6 +203,11 @@ class LakeSink:
             log.info("lake version %d: %d rows, offsets %s", version, rows.num_rows, next_offsets)
             self._commit_group_offsets(next_offsets)
             return
+
+    def _space_back(self) -> None:
+        if self.space.waiting:
+            self.space.succeeded()
+            self.consumer.resume(*self.consumer.assignment())
 
     def _fenced(self, advanced: dict[int, int]) -> None:
         """Another sink wrote these partitions: drop our copy and continue from the lake's offset."""
@@ -184,6 +223,9 @@ class LakeSink:
                 self.consumer.seek(tp, offset)
 
     def _forget(self, partition: int) -> None:
+        kept = [r for r in self._raw if r.partition != partition]
+        self._buffered_rows -= len(self._raw) - len(kept)
+        self._raw = kept
         self._dead_lettered.pop(partition, None)
         self._buffered_rows -= sum(t.num_rows for t in self._buffer.pop(partition, []))
         self._next.pop(partition, None)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from batch_layer.batch_job import PLANS
+from batch_layer.plan import PLANS
 from lambda_contracts.manifest import MANIFESTS, SEGMENTS, current_version, read_manifest
 from lambda_contracts.settings import Settings
 
@@ -54,8 +54,8 @@ def prune_batch_views(settings: Settings) -> MaintenanceReport:
     referenced: set[str] = set()
     for version in range(oldest_kept, current + 1):
         manifest = read_manifest(root, version)
-        for view in manifest.segments:
-            referenced.update(Path(f).parts[1] for f in manifest.files(view))
+        files = [f for view in manifest.segments for f in manifest.files(view)] + manifest.id_files()
+        referenced.update(Path(f).parts[1] for f in files)
     cutoff_time = time.time() - settings.batch_prune_min_age_minutes * 60
     removed: list[str] = []
     for folder in sorted((root / SEGMENTS).glob("*")) if (root / SEGMENTS).exists() else []:

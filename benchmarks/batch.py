@@ -18,12 +18,14 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-from batch_layer.batch_job import Plan, compute_segments
+from batch_layer.compute import recompute
 from batch_layer.lake import Lake
+from batch_layer.plan import Plan
 from batch_layer.spark import spark_session
 from lambda_contracts.columns import events_to_arrow, with_ingest_time
 from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import Accepted
+from lambda_contracts.manifest import EMPTY
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
@@ -84,15 +86,15 @@ def run_batch_benchmark(settings: Settings, events: int, show: Callable[[str], N
         table = DeltaTable(str(settings.lake_path))
         files = table.file_uris()
         lake_mb = sum(Path(f).stat().st_size for f in files) / 1e6
-        days = sorted({v["event_date"] for v in table.partitions()})
-        plan = Plan("bench", 0, 1, table.version(), offsets, days, "benchmark")
+        days = sorted({str(v["event_date"]) for v in table.partitions()})
+        plan = Plan("bench", 0, 1, table.version(), offsets, "benchmark", "recompute", days=days)
 
         started = time.perf_counter()
         spark = spark_session(settings, app_name="batch-benchmark")
         spark_startup = time.perf_counter() - started
-        compute_segments(spark, settings, plan)  # warm-up: JIT, file listing caches
+        recompute(spark, settings, plan, EMPTY)  # warm-up: JIT, file listing caches
         started = time.perf_counter()
-        compute_segments(spark, settings, plan)
+        recompute(spark, settings, plan, EMPTY)
         spark_seconds = time.perf_counter() - started
 
         connection = duck.connect()

@@ -52,7 +52,9 @@ EVENT_SCHEMA = pa.schema(
 """One row per valid Kafka record; ``event_date`` is the UTC day of ``event_time``."""
 
 LAKE_SCHEMA = EVENT_SCHEMA.append(pa.field("ingested_at", UTC_MICROS, nullable=False))
-LAKE_PARTITION_COLUMNS = ["event_date"]
+LAKE_PARTITION_COLUMNS = ["event_date", "kafka_partition"]
+"""Files per event day and Kafka partition: a file's offset statistics then bound exactly the records of
+one partition, so a batch run reads only the files holding its new offsets."""
 
 
 def events_to_arrow(accepted: Sequence[Accepted]) -> pa.Table:
@@ -80,3 +82,11 @@ def with_ingest_time(events: pa.Table, ingested_at: datetime) -> pa.Table:
     """Events as lake rows: stamped with when the sink wrote them."""
     stamp = pa.array([ingested_at] * events.num_rows, type=UTC_MICROS)
     return events.append_column(LAKE_SCHEMA.field("ingested_at"), stamp)
+
+
+def arrow_type(sql_type: str) -> pa.DataType:
+    """The Arrow type of a view measure's declared SQL type (``BIGINT`` or ``DECIMAL(p,s)``)."""
+    if sql_type == "BIGINT":
+        return pa.int64()
+    precision, scale = sql_type.removeprefix("DECIMAL(").removesuffix(")").split(",")
+    return pa.decimal128(int(precision), int(scale))

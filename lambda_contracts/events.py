@@ -87,8 +87,11 @@ class PurchasePayload(_Strict):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
+Metric = Literal["temperature_c", "humidity_pct", "pressure_hpa", "vibration_mm_s"]
+
+
 class SensorReadingPayload(_Strict):
-    metric: Literal["temperature_c", "humidity_pct", "pressure_hpa", "vibration_mm_s"]
+    metric: Metric
     value: Reading
     firmware: Identifier
 

@@ -88,10 +88,18 @@ class Settings(BaseSettings):
     # Speed layer.
     speed_group: str = "speed"
     speed_publish_ms: int = Field(500, ge=50, description="Publish state and offsets at least this often.")
+    speed_fetch_max_wait_ms: int = Field(
+        100, ge=0, description="A fetch waits this long for 64 KiB of records: fewer, larger fetches at low rates."
+    )
     speed_segment_seconds: float = Field(5.0, gt=0, description="Seal a segment (a cutoff boundary) this often.")
     speed_prune_grace_seconds: float = Field(60.0, ge=0, description="Keep state below a new cutoff this long.")
-    speed_dedup_horizon_seconds: float = Field(
-        1800.0, ge=0, description="Remember ids of pruned segments this long, so late redeliveries count once."
+    speed_superseded_grace_seconds: float = Field(
+        10.0, ge=0, description="Keep an open segment's files this long after a newer publish replaced them."
+    )
+    speed_clock_skew_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="How far a producer's event times may run ahead of the brokers' clock (bounds batch id lookups).",
     )
     speed_stale_after_seconds: float = Field(
         300.0, gt=0, description="Batch cutoffs ignore speed boundaries older than this (speed down)."

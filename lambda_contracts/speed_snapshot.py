@@ -5,18 +5,21 @@ Layout under ``<data_dir>/views/speed/p<partition>``::
     CURRENT                         the published snapshot sequence number (replaced atomically)
     snapshots/000000000042.json     one immutable snapshot per publish
     segments/<start>-<end>-<seq>/   one folder per written segment: a Parquet file per view
-                                    and ids.parquet (the event ids first seen in it)
+                                    and ids-<seq>.parquet (the event ids it counted, 16 bytes each)
 
-A snapshot says: the segments listed hold partial view rows for exactly the valid events of this
-partition with offsets in their ``[start, end)`` ranges, each event counted in the segment where
-its first copy lies. Segments are written once; a newer snapshot lists newer files. Batch cutoffs
-are chosen on segment boundaries, so "speed rows from segments starting at or after C" is exact.
+A snapshot says: the segments listed hold partial view rows for exactly the events of this partition
+with offsets in their ``[start, end)`` ranges that the speed layer counts: each ``event_id`` once
+over every partition and the batch version it reconciled (a copy counted elsewhere, in the speed
+layer or below that version's cutoff, is not counted here). Segments are written once; a newer
+snapshot lists newer files. Batch cutoffs are chosen on segment boundaries, so "speed rows from
+segments starting at or after C" is exact when used with a batch version in
+``[valid_from, reconciled]``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CURRENT = "CURRENT"
@@ -42,8 +45,16 @@ class PartitionSnapshot:
     published_at: str
     cutoff: int
     """The batch cutoff the worker had applied when it published."""
-    dedup_folders: list[str] = field(default_factory=list)
-    """Folders of pruned segments whose ids still guard against late redeliveries."""
+    reconciled: int = 0
+    """The newest batch version whose counted ids this state was checked against."""
+    valid_from: int = 0
+    """The oldest batch version these rows may be merged with (a rebuild for a version moves it up)."""
+    epoch: int = 0
+    """Counts the times the partition was rebuilt or jumped, so readers of its ids start over."""
+
+    def usable_with(self, version: int) -> bool:
+        """Whether these rows may be merged with batch version ``version`` (each event once)."""
+        return self.valid_from <= version <= self.reconciled
 
     def boundaries(self) -> set[int]:
         """Offsets where a batch cutoff can fall without splitting a segment."""
@@ -67,6 +78,7 @@ class PartitionSnapshot:
     @classmethod
     def from_json(cls, text: str) -> PartitionSnapshot:
         data = json.loads(text)
+        data.pop("dedup_folders", None)
         data["segments"] = [Segment(**{**s, "views": tuple(s["views"])}) for s in data["segments"]]
         return cls(**data)
 

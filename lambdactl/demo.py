@@ -9,6 +9,8 @@ the data for the next run.
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 import sys
 import threading
@@ -24,6 +26,7 @@ from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import start_airflow
 from lambdactl.monitor import MonitorTick, run_monitor
 from lambdactl.probes import probe_batch, probe_lake
+from lambdactl.reaper import Supervision
 from lambdactl.services import Service, refuse_leftovers
 from sources.knobs import DEFAULTS
 
@@ -41,7 +44,9 @@ def run_demo(
     with_airflow: bool = True,
     echo: Callable[[str], None] = print,
 ) -> None:
+    echo = survives_a_closed_output(echo)
     echo("== exact-lambda demo: embedded mode (local Kafka broker, Spark local, Airflow standalone) ==")
+    supervision = Supervision()  # before any child: whatever kills this process, its watchdog stops them
     _interrupt_on(STOP_SIGNALS)  # `kill`, a closed terminal and Ctrl-C all clean up like Ctrl-C
     broker = LocalBroker(settings) if settings.uses_local_broker else None
     started_broker = False
@@ -95,9 +100,32 @@ def run_demo(
         if broker is not None and started_broker:
             broker.stop()
             echo("broker stopped; data stays in " + str(settings.data_dir))
+        supervision.finish()
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def survives_a_closed_output(echo: Callable[[str], None]) -> Callable[[str], None]:
+    """``echo``, except that once the reader of our output is gone (``demo | tee`` and Ctrl-C kill
+    ``tee`` first) it writes nowhere instead of raising: the clean stop matters more than its report."""
+    closed = False
+
+    def write(text: str) -> None:
+        nonlocal closed
+        if closed:
+            return
+        try:
+            echo(text)
+        except OSError as error:
+            if error.errno not in (errno.EPIPE, errno.EIO):
+                raise
+            closed = True
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush has nowhere to fail
+            os.close(devnull)
+
+    return write
 
 
 def _interrupt_on(signals: tuple[signal.Signals, ...]) -> None:

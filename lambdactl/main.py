@@ -61,12 +61,17 @@ bench_app = typer.Typer(
 )
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
+batch_app = typer.Typer(
+    help="Batch runs without Airflow (the DAGs call the same code): advance to the lake, or recompute days.",
+    no_args_is_help=True,
+)
 deploy_app = typer.Typer(
     help="Get a docker-compose deployment ready (infra/compose): secrets, build inputs, base image.",
     no_args_is_help=True,
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(deploy_app, name="deploy")
+app.add_typer(batch_app, name="batch")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -263,6 +268,9 @@ def simulate(
     duplicate_share: Annotated[
         float, typer.Option(help="Share of records that redeliver an earlier event.")
     ] = DEFAULTS.duplicate_share,
+    cross_partition_share: Annotated[
+        float, typer.Option(help="Share of redeliveries resent under another key (another partition).")
+    ] = DEFAULTS.cross_partition_share,
     malformed_share: Annotated[
         float, typer.Option(help="Share of records that are invalid.")
     ] = DEFAULTS.malformed_share,
@@ -288,6 +296,7 @@ def simulate(
         late_share=late_share,
         max_lateness=timedelta(minutes=max_lateness_minutes),
         duplicate_share=duplicate_share,
+        cross_partition_share=cross_partition_share,
         malformed_share=malformed_share,
     )
     stop = stop_on_signals()
@@ -420,6 +429,33 @@ def serve() -> None:
         publish_database_file(settings)
 
 
+@batch_app.command("advance")
+@friendly_errors
+def batch_advance(
+    run_id: Annotated[str | None, typer.Option(help="Re-running an id repeats its plan; default: a new id.")] = None,
+) -> None:
+    """Advance the batch views to what the lake holds (incremental: the new records' cost)."""
+    from batch_layer.operations import advance_batch_views
+
+    published = advance_batch_views(get_settings(), run_id or f"cli/{datetime.now(UTC):%Y%m%dT%H%M%S}")
+    typer.echo(json.dumps(published, sort_keys=True))
+
+
+@batch_app.command("recompute")
+@friendly_errors
+def batch_recompute(
+    first_day: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Empty: the first day.")] = None,
+    last_day: Annotated[datetime | None, typer.Option(formats=["%Y-%m-%d"], help="Empty: the last day.")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Re-running an id repeats its plan; default: a new id.")] = None,
+) -> None:
+    """Recompute event days from the lake at the current cutoffs (all days when both are empty)."""
+    from batch_layer.operations import recompute_batch_views
+
+    first, last = (day.date() if day else None for day in (first_day, last_day))
+    run = run_id or f"cli-recompute/{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    typer.echo(json.dumps(recompute_batch_views(get_settings(), run, first, last), sort_keys=True))
+
+
 @app.command("lake")
 @friendly_errors
 def lake_status() -> None:
@@ -478,6 +514,54 @@ def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] 
         typer.echo(line)
 
 
+@bench_app.command("batch-growth")
+@friendly_errors
+def bench_batch_growth(
+    history: Annotated[
+        int, typer.Option(help="Events of history in the small lake (the large one has 10x).")
+    ] = 200_000,
+    days: Annotated[int, typer.Option(help="Days the history spans (the same for both lakes).")] = 2,
+    new_events: Annotated[int, typer.Option(help="The batch of new events each lake gets.")] = 100_000,
+    repeats: Annotated[int, typer.Option(help="Timed runs per figure; the best is reported.")] = 2,
+) -> None:
+    """An incremental batch run on a small lake and on one ten times larger; Spark against DuckDB."""
+    from benchmarks.batch_growth import report, run_growth_benchmark
+
+    figures = run_growth_benchmark(
+        get_settings(), history=history, days=days, new_events=new_events, repeats=repeats, show=typer.echo
+    )
+    for line in report(figures):
+        typer.echo(line)
+
+
+@bench_app.command("footprint")
+@friendly_errors
+def bench_footprint(
+    rate: Annotated[float, typer.Option(help="Events per second, all sources together.")] = 1000.0,
+    seconds: Annotated[float, typer.Option(help="How long to run.")] = 120.0,
+    warmup: Annotated[float, typer.Option(help="Seconds of start-up left out of the figures.")] = 30.0,
+) -> None:
+    """CPU and memory of broker, simulators, lake sink, speed and serve at a steady rate; bytes on disk."""
+    from benchmarks.footprint import report, run_footprint
+
+    for line in report(run_footprint(get_settings(), rate, seconds, warmup, show=typer.echo)):
+        typer.echo(line)
+
+
+@bench_app.command("chaos")
+@friendly_errors
+def bench_chaos(
+    minutes: Annotated[float, typer.Option(help="How long to soak.")] = 10.0,
+    seed: Annotated[int, typer.Option(help="Same seed, same kill plan and records.")] = 7,
+    rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 100.0,
+) -> None:
+    """The whole platform under random SIGKILLs; merged views checked against a recompute every second."""
+    from benchmarks.chaos import report, run_chaos
+
+    for line in report(run_chaos(get_settings(), minutes=minutes, seed=seed, rate=rate, show=typer.echo)):
+        typer.echo(line)
+
+
 @bench_app.command("freshness")
 @friendly_errors
 def bench_freshness(
@@ -512,6 +596,18 @@ def demo(
 
     settings = get_settings().model_copy(update={"batch_interval_minutes": batch_every_minutes})
     run_demo(settings, duration_s=duration, rate=rate, with_airflow=airflow, echo=typer.echo)
+
+
+@app.command("stop")
+@friendly_errors
+def stop() -> None:
+    """Stop every process of a run on this data dir (demo, services, Airflow, broker nodes), cleanly."""
+    from lambdactl.services import stop_run
+
+    settings = get_settings()
+    stopped = stop_run(settings.data_dir, echo=typer.echo)
+    where = settings.data_dir.resolve()
+    typer.echo(f"stopped {len(stopped)} process(es) of {where}" if stopped else f"nothing runs on {where}")
 
 
 # -- deployment --------------------------------------------------------------------------------

@@ -7,13 +7,21 @@ bounded time for a clean exit, then kills the group, so nothing is left behind.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lambda_contracts.settings import Settings
+from lambdactl.reaper import stop_processes
+
+DEFAULT_DATA_DIR = Settings.model_fields["data_dir"].default
+
 STOP_TIMEOUT_S = 30.0
+DEMO_STOP_TIMEOUT_S = 150.0
 TERM_TIMEOUT_S = 15.0
 
 
@@ -82,20 +90,31 @@ class LeftoverError(RuntimeError):
     """Processes of an earlier run on the same data dir still run; the message lists them."""
 
 
-def leftover_processes(data_dir: Path) -> list[tuple[int, str]]:
-    """Platform processes (``lambdactl`` services, Airflow) of an earlier run on ``data_dir``.
+@dataclass(frozen=True)
+class RunProcess:
+    """A process of a run on a data dir, found through /proc."""
 
-    A demo killed with SIGKILL cannot stop its children; they still hold the data dir's
-    consumer groups and Airflow's ports. Found through /proc: their ``LAMBDA_DATA_DIR`` (relative
-    to their working directory) or ``AIRFLOW_HOME`` names this data dir.
+    pid: int
+    kind: str
+    """``demo`` (a supervisor), ``service`` (a lambdactl service, Airflow) or ``broker`` (a local broker node)."""
+    command: str
+
+
+def run_processes(data_dir: Path) -> list[RunProcess]:
+    """Every process of a run on ``data_dir``: supervisors, services, Airflow and broker nodes.
+
+    Services are known by their ``LAMBDA_DATA_DIR`` (relative to their working directory, the
+    default when unset) or
+    ``AIRFLOW_HOME``; broker nodes by their configuration file under the data dir.
     """
     target = data_dir.resolve()
+    brokers = str(target / "kafka") + "/"
     found = []
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            argv = (proc / "cmdline").read_bytes().decode(errors="replace").rstrip("\0").split("\0")
             environ = dict(
                 item.split("=", 1)
                 for item in (proc / "environ").read_bytes().decode(errors="replace").split("\0")
@@ -104,24 +123,53 @@ def leftover_processes(data_dir: Path) -> list[tuple[int, str]]:
             cwd = (proc / "cwd").resolve()
         except OSError:
             continue
-        ours = (
-            "lambdactl" in cmdline
-            and "LAMBDA_DATA_DIR" in environ
-            and (cwd / environ["LAMBDA_DATA_DIR"]).resolve() == target
-        )
-        airflow = environ.get("AIRFLOW_HOME") == str(target / "airflow")
-        if (ours and " demo" not in cmdline) or airflow:
-            found.append((int(proc.name), cmdline[:100]))
-    return sorted(found)
+        cmdline = " ".join(argv)
+        arguments = _lambdactl_arguments(argv)
+        data_dir_of_process = environ.get("LAMBDA_DATA_DIR", str(DEFAULT_DATA_DIR))
+        ours = arguments is not None and (cwd / data_dir_of_process).resolve() == target
+        if ours and arguments and arguments[0] in ("demo", "bench"):
+            found.append(RunProcess(int(proc.name), "demo", cmdline[:100]))
+        elif ours or environ.get("AIRFLOW_HOME") == str(target / "airflow"):
+            found.append(RunProcess(int(proc.name), "service", cmdline[:100]))
+        elif "kafka.Kafka" in cmdline and brokers in cmdline:
+            found.append(RunProcess(int(proc.name), "broker", cmdline[:100]))
+    return sorted(found, key=lambda p: p.pid)
+
+
+def _lambdactl_arguments(argv: list[str]) -> list[str] | None:
+    """The arguments after ``lambdactl`` (``python -m lambdactl ...`` or the console script), else None."""
+    if argv[1:3] == ["-m", "lambdactl"]:
+        return argv[3:]
+    for index, argument in enumerate(argv[:2]):
+        if Path(argument).name == "lambdactl":
+            return argv[index + 1 :]
+    return None
+
+
+def _still_running(data_dir: Path, pids: set[int]) -> list[int]:
+    return [p.pid for p in run_processes(data_dir) if p.pid in pids]
 
 
 def refuse_leftovers(data_dir: Path) -> None:
-    """Stop with a clear message if an earlier run on ``data_dir`` left processes behind."""
-    leftovers = leftover_processes(data_dir)
-    if leftovers:
-        listing = "\n".join(f"  pid {pid}: {command}" for pid, command in leftovers)
-        pids = " ".join(str(pid) for pid, _ in leftovers)
+    """Stop with a clear message if an earlier run on ``data_dir`` left processes behind; name every one."""
+    processes = run_processes(data_dir)
+    if any(p.kind != "broker" for p in processes):
+        listing = "\n".join(f"  pid {p.pid} ({p.kind}): {p.command}" for p in processes)
         raise LeftoverError(
-            f"an earlier run on {data_dir.resolve()} is still running (killed without clean-up?):\n{listing}\n"
-            f"Stop it with `kill {pids}` (the services commit and exit), then start again; the data is kept."
+            f"an earlier run on {data_dir.resolve()} is still running:\n{listing}\n"
+            f"Stop it with `lambdactl stop` (the services commit and exit, the data is kept), then start again."
         )
+
+
+def stop_run(data_dir: Path, echo: Callable[[str], None]) -> list[RunProcess]:
+    """Stop every process of a run on ``data_dir``: supervisors first (they stop what they started),
+    then any service they did not, then broker nodes last, each politely then firmly."""
+    stopped = []
+    for kind, grace_s in (("demo", DEMO_STOP_TIMEOUT_S), ("service", STOP_TIMEOUT_S), ("broker", STOP_TIMEOUT_S)):
+        processes = [p for p in run_processes(data_dir) if p.kind == kind]
+        if not processes:
+            continue
+        echo(f"stopping {len(processes)} {kind} process(es): " + ", ".join(str(p.pid) for p in processes))
+        stop_processes(functools.partial(_still_running, data_dir, {p.pid for p in processes}), grace_s)
+        stopped += processes
+    return stopped

@@ -56,7 +56,7 @@ def publish_database_file(settings: Settings) -> Path:
     staging.unlink(missing_ok=True)
     staging.symlink_to(target)
     staging.replace(link)
-    _prune(folder, settings.speed_prune_grace_seconds)
+    _prune(folder, settings.speed_superseded_grace_seconds)  # older files may name replaced speed files
     return target
 
 

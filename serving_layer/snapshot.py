@@ -1,11 +1,13 @@
 """One consistent view of what the batch and speed layers have published.
 
-Resolution reads the batch CURRENT manifest (version, cutoffs ``C``, files) and then each
-partition's speed snapshot. Speed rows of partition ``p`` are used only if its segments form one
-contiguous run from ``C[p]`` (the speed layer keeps segments below a new cutoff for a grace period,
-so this holds across a batch publish); otherwise ``p`` is served from the batch alone, which is
-less fresh but still exact. Every file named here is immutable, so a query over a resolved
-snapshot never mixes two versions.
+Resolution reads each partition's speed snapshot and a batch manifest (version, cutoffs ``C``,
+files): the current one, or the previous one for the moment it takes the live speed workers to
+reconcile with a new version (under a second), so the merged views stay fresh across a batch
+publish. Speed rows of partition ``p`` are used only if its snapshot may be merged with that version
+(``usable_with``: each event once across partitions and layers) and its segments form one
+contiguous run from ``C[p]``; otherwise ``p`` is served from the batch alone, which is less fresh
+but still exact. Every file named here is immutable, so a query over a resolved snapshot never
+mixes two versions.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lambda_contracts.manifest import Manifest, read_current
+from lambda_contracts.manifest import Manifest, current_version, read_manifest
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root, read_snapshot
 
@@ -32,7 +34,9 @@ class ServingSnapshot:
 
     def speed_used(self, partition: int) -> bool:
         snapshot = self.speed.get(partition)
-        return snapshot is not None and snapshot.covers_from(self.cutoff(partition))
+        if snapshot is None or not snapshot.usable_with(self.batch.version):
+            return False
+        return snapshot.covers_from(self.cutoff(partition))
 
     def reflected_offsets(self) -> dict[int, int]:
         """Per partition, the offset below which every valid event is in the merged views."""
@@ -58,6 +62,19 @@ class ServingSnapshot:
 
 
 def resolve(settings: Settings) -> ServingSnapshot:
-    batch = read_current(settings.batch_views_path)
+    root = settings.batch_views_path
+    current = current_version(root)
     speed = {p: read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)}
-    return ServingSnapshot(settings.batch_views_path, settings.speed_views_path, batch, speed, datetime.now(UTC))
+    now = datetime.now(UTC)
+    live = [
+        s
+        for s in speed.values()
+        if s is not None
+        and (now - datetime.fromisoformat(s.published_at)).total_seconds() <= settings.speed_stale_after_seconds
+    ]
+    version = min([current, *(s.reconciled for s in live)])
+    try:
+        batch = read_manifest(root, version)
+    except FileNotFoundError:  # pruned long ago: the current one, with that partition served from the batch
+        batch = read_manifest(root, current)
+    return ServingSnapshot(root, settings.speed_views_path, batch, speed, now)

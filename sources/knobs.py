@@ -23,6 +23,9 @@ class Knobs:
     max_lateness: timedelta = timedelta(hours=3)
     duplicate_share: float = 0.0
     """Share of records that re-deliver an earlier event's exact bytes (a producer retry)."""
+    cross_partition_share: float = 0.0
+    """Share of those redeliveries resent under another key, so they land on another partition
+    (a keyless resend, or a producer with its own partitioner)."""
     malformed_share: float = 0.0
     """Share of records that are not valid events (bad JSON, wrong types, missing fields...)."""
     seed: int = 42
@@ -30,7 +33,7 @@ class Knobs:
     def __post_init__(self) -> None:
         if self.rate <= 0:
             raise ValueError(f"rate must be > 0 records/s, got {self.rate}")
-        for name in ("late_share", "duplicate_share", "malformed_share"):
+        for name in ("late_share", "duplicate_share", "cross_partition_share", "malformed_share"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be within [0, 1], got {value}")
@@ -53,7 +56,12 @@ class SimRecord:
 
 
 DEFAULTS = Knobs(
-    rate=300.0, late_share=0.1, max_lateness=timedelta(hours=2), duplicate_share=0.01, malformed_share=0.005
+    rate=300.0,
+    late_share=0.1,
+    max_lateness=timedelta(hours=2),
+    duplicate_share=0.01,
+    cross_partition_share=0.25,
+    malformed_share=0.005,
 )
 """The one place the platform's simulator defaults live: ``lambdactl simulate``, ``build_simulators``,
 the demo and the compose deployment all start from these (three sources at 300 records/s each)."""

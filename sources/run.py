@@ -55,6 +55,7 @@ def build_simulators(
     late_share: float = DEFAULTS.late_share,
     max_lateness: timedelta = DEFAULTS.max_lateness,
     duplicate_share: float = DEFAULTS.duplicate_share,
+    cross_partition_share: float = DEFAULTS.cross_partition_share,
     malformed_share: float = DEFAULTS.malformed_share,
 ) -> list[Simulator]:
     """One simulator per source at ``rate`` records/s each; only the app has late events."""
@@ -65,6 +66,7 @@ def build_simulators(
             late_share=late_share if source == "app" else 0.0,
             max_lateness=max_lateness,
             duplicate_share=duplicate_share,
+            cross_partition_share=cross_partition_share,
             malformed_share=malformed_share,
             seed=seed,
         )

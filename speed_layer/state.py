@@ -1,31 +1,34 @@
 """The speed layer's state for one Kafka partition: partial view rows per segment of offsets.
 
 Micro-batches are aggregated in DuckDB over Arrow (vectorized) and merged into the open
-segment with the views' merge rules. Each event counts once: in the segment of its first copy,
-tracked by the set of event ids seen in the retained segments (and, for a while, in pruned ones).
+segment with the views' merge rules. Which events count (each ``event_id`` once, wherever its
+copies land) is decided by the worker's ``Counted`` before they reach the state.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from lambda_contracts.columns import EVENT_SCHEMA
+from lambda_contracts.plumbing.event_ids import ID_BYTES, id_bytes
 from lambda_contracts.speed_snapshot import Segment
 from lambda_contracts.views import VIEWS
 
-ID_SCHEMA = pa.schema([EVENT_SCHEMA.field("event_id"), EVENT_SCHEMA.field("kafka_offset")])
-"""What a segment remembers of each first copy, for deduplication after a restart."""
+ID_SCHEMA = pa.schema([pa.field("event_id", ID_BYTES, nullable=False), EVENT_SCHEMA.field("kafka_offset")])
+"""What a segment records of each event it counted (16 bytes an id), for deduplication anywhere."""
 
 
 @dataclass
 class Pending:
-    """A segment (or ids folder) that stays until ``deadline``, then goes."""
+    """A segment below the cutoff that stays listed until ``deadline`` (readers of the old version)."""
 
     deadline: float
     segment: Segment
@@ -42,11 +45,12 @@ class PartitionState:
     """Sealed, published segments, in offset order."""
     open_rows: dict[str, pa.Table] = field(default_factory=dict)
     open_ids: list[pa.Table] = field(default_factory=list)
-    """Chunks of (event_id, kafka_offset): events first seen in the open segment since the last publish."""
-    seen: dict[str, int] = field(default_factory=dict)
-    """Event id -> offset of its first copy, over the retained segments and the dedup horizon."""
+    """Chunks of (event_id, kafka_offset): events counted in the open segment since the last publish."""
     pruning: list[Pending] = field(default_factory=list)
-    dedup: list[Pending] = field(default_factory=list)
+    reconciled: int = 0
+    """The batch version whose counted ids this state was checked against (see ``speed_snapshot``)."""
+    valid_from: int = 0
+    epoch: int = 0
     opened_at: float = field(default_factory=time.monotonic)
     changed: bool = False
     pending: list[pa.Table] = field(default_factory=list)
@@ -54,29 +58,33 @@ class PartitionState:
     last_open_folder: str | None = None
     """Where the last publish wrote the still-open segment (superseded by the next publish)."""
 
-    def take(self, events: pa.Table, end_offset: int) -> int:
-        """Keep the first copies among ``events`` (rows in ``EVENT_SCHEMA``); returns how many.
+    def take(self, fresh: pa.Table, end_offset: int) -> int:
+        """Count ``fresh`` (rows in ``EVENT_SCHEMA`` that ``Counted.fresh`` let through); returns how many.
 
-        ``end_offset`` is one past the last record consumed (invalid ones included).
+        ``end_offset`` is one past the last record consumed (invalid and duplicate ones included).
         """
         if not self.changed and self.next_offset == self.open_start:
             self.opened_at = time.monotonic()
-        ids = events.column("event_id").to_pylist()
-        offsets = events.column("kafka_offset").to_pylist()
-        seen, first = self.seen, []
-        for event_id, offset in zip(ids, offsets, strict=True):
-            if event_id not in seen:
-                seen[event_id] = offset
-                first.append(True)
-            else:
-                first.append(False)
-        fresh = events if all(first) else events.filter(pa.array(first, pa.bool_()))
         if fresh.num_rows:
             self.pending.append(fresh)
-            self.open_ids.append(fresh.select(ID_SCHEMA.names))
+            ids = id_bytes(fresh.column("event_id"))
+            self.open_ids.append(pa.table([ids, fresh.column("kafka_offset")], schema=ID_SCHEMA))
         self.next_offset = end_offset
         self.changed = True
         return int(fresh.num_rows)
+
+    def drop_pending(self, counted_elsewhere: Callable[[pa.Array], npt.NDArray[np.bool_]]) -> int:
+        """Un-count pending events another partition published first; returns how many."""
+        dropped = 0
+        for index, chunk in enumerate(self.pending):
+            gone = counted_elsewhere(chunk.column("event_id"))
+            if gone.any():
+                dropped += int(gone.sum())
+                self.pending[index] = chunk.filter(pa.array(~gone))
+        if dropped:
+            ids = pa.concat_tables(self.open_ids)
+            self.open_ids = [ids.filter(pa.array(~counted_elsewhere(ids.column("event_id"))))]
+        return dropped
 
     def settle(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Aggregate the pending events into the open segment."""
@@ -101,14 +109,10 @@ class PartitionState:
     def restart_at(self, offset: int) -> None:
         """Drop everything at or above ``offset`` and continue from there (the caller seeks Kafka)."""
         self.open_start = self.next_offset = offset
+        self.segments = [s for s in self.segments if s.end <= offset]
         self.open_rows, self.open_ids, self.pending = {}, [], []
         self.last_open_folder = None
-        self.seen = {event_id: first for event_id, first in self.seen.items() if first < offset}
-
-    def forget(self, event_ids: list[str]) -> None:
-        """Ids past the dedup horizon: a redelivery this late is counted by the batch layer alone."""
-        for event_id in event_ids:
-            self.seen.pop(event_id, None)
+        self.epoch += 1
 
     def listed_segments(self) -> list[Segment]:
         """Sealed segments a snapshot lists: the retained ones and those still in their grace period."""

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lambda_contracts.plumbing.files import folder_lock, write_atomically
@@ -29,6 +31,8 @@ from speed_layer.state import ID_SCHEMA, PartitionState
 
 log = logging.getLogger(__name__)
 
+KEEP_SNAPSHOTS = 20
+"""Older snapshot files go: a reader opens the one CURRENT names right after reading it."""
 IDS_GLOB = "ids-*.parquet"
 """A segment folder's event ids: one file per publish that added some (earlier ones hard-linked)."""
 
@@ -55,20 +59,16 @@ def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSna
         sequence = state.sequence + 1
         segments = state.listed_segments()
         open_segment = None
-        if not state.open_segment_empty:
-            open_segment = _write_segment(root, state, sequence, sealed=seal)
-            segments.append(open_segment)
-        snapshot = PartitionSnapshot(
-            partition=state.partition,
-            sequence=sequence,
-            next_offset=state.next_offset,
-            segments=segments,
-            published_at=datetime.now(UTC).isoformat(),
-            cutoff=state.cutoff,
-            dedup_folders=[p.segment.folder for p in state.dedup],
-        )
-        write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
-        write_atomically(root / CURRENT, f"{sequence}\n")
+        try:
+            if not state.open_segment_empty:
+                open_segment = _write_segment(root, state, sequence, sealed=seal)
+                segments.append(open_segment)
+            snapshot = _write_snapshot(speed_root, state, sequence, segments)
+        except BaseException:  # a full disk, say: no snapshot names this attempt's folder, so it goes
+            if current_sequence(speed_root, state.partition) != sequence:
+                shutil.rmtree(root / _segment_folder(state, sequence), ignore_errors=True)
+            raise
+        snapshot_path(speed_root, state.partition, sequence - KEEP_SNAPSHOTS).unlink(missing_ok=True)
     state.sequence = sequence
     state.changed = False
     state.open_ids = []  # written: the next publish links them
@@ -80,8 +80,32 @@ def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSna
     return snapshot
 
 
+def _write_snapshot(
+    speed_root: Path, state: PartitionState, sequence: int, segments: list[Segment]
+) -> PartitionSnapshot:
+    """The snapshot file, then CURRENT: from the rename of CURRENT on, readers see this publish."""
+    snapshot = PartitionSnapshot(
+        partition=state.partition,
+        sequence=sequence,
+        next_offset=state.next_offset,
+        segments=segments,
+        published_at=datetime.now(UTC).isoformat(),
+        cutoff=state.cutoff,
+        reconciled=state.reconciled,
+        valid_from=state.valid_from,
+        epoch=state.epoch,
+    )
+    write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
+    write_atomically(partition_root(speed_root, state.partition) / CURRENT, f"{sequence}\n")
+    return snapshot
+
+
+def _segment_folder(state: PartitionState, sequence: int) -> str:
+    return f"segments/{state.open_start}-{state.next_offset}-{sequence}"
+
+
 def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: bool) -> Segment:
-    folder = f"segments/{state.open_start}-{state.next_offset}-{sequence}"
+    folder = _segment_folder(state, sequence)
     target = root / folder
     target.mkdir(parents=True, exist_ok=True)
     views = []
@@ -92,22 +116,23 @@ def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: boo
         tagged = tagged.append_column("segment_start", pa.array([state.open_start] * rows.num_rows, pa.int64()))
         pq.write_table(tagged, target / f"{name}.parquet")
         views.append(name)
-    if state.last_open_folder is not None:  # the ids published before: linked, not rewritten
-        for earlier in (root / state.last_open_folder).glob(IDS_GLOB):
-            (target / earlier.name).unlink(missing_ok=True)  # left by a publish that crashed before CURRENT
-            os.link(earlier, target / earlier.name)
-    if state.open_ids:
-        pq.write_table(pa.concat_tables(state.open_ids), target / f"ids-{sequence}.parquet")
+    earlier = sorted((root / state.last_open_folder).glob(IDS_GLOB)) if state.last_open_folder else []
+    if sealed and earlier:  # a sealed segment keeps its ids in one file, whatever the publishes that made it
+        chunks = [pq.read_table(path, schema=ID_SCHEMA) for path in earlier] + state.open_ids
+        pq.write_table(pa.concat_tables(chunks), target / f"ids-{sequence}.parquet")
+    else:
+        for path in earlier:  # published before: linked, not rewritten
+            (target / path.name).unlink(missing_ok=True)  # left by a publish that crashed before CURRENT
+            os.link(path, target / path.name)
+        if state.open_ids:
+            pq.write_table(pa.concat_tables(state.open_ids), target / f"ids-{sequence}.parquet")
     return Segment(state.open_start, state.next_offset, folder, tuple(views), sealed=sealed)
 
 
-def read_ids(folder: Path) -> dict[str, int]:
-    """Event id -> first offset, as a segment folder recorded them."""
-    ids: dict[str, int] = {}
-    for path in sorted(folder.glob(IDS_GLOB)):
-        table = pq.read_table(path, schema=ID_SCHEMA)
-        ids.update(zip(table.column("event_id").to_pylist(), table.column("kafka_offset").to_pylist(), strict=True))
-    return ids
+def segment_ids(folder: Path) -> pa.Table:
+    """The ids (and offsets) a segment folder counted, in ``ID_SCHEMA``."""
+    tables = [pq.read_table(path, schema=ID_SCHEMA) for path in sorted(folder.glob(IDS_GLOB))]
+    return pa.concat_tables([ID_SCHEMA.empty_table(), *tables])
 
 
 def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | None:
@@ -125,9 +150,10 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
         cutoff=max(cutoff, snapshot.cutoff),
         sequence=snapshot.sequence,
         segments=sealed,
+        reconciled=snapshot.reconciled,
+        valid_from=snapshot.valid_from,
+        epoch=snapshot.epoch,
     )
-    for folder in [s.folder for s in snapshot.segments] + snapshot.dedup_folders:
-        state.seen.update(read_ids(root / folder))
     if unsealed:
         segment = unsealed[0]
         state.last_open_folder = segment.folder
@@ -140,3 +166,13 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
         "speed partition %d restored at offset %d (snapshot %d)", partition, snapshot.next_offset, snapshot.sequence
     )
     return state
+
+
+def counted_ids(speed_root: Path, state: PartitionState) -> pa.Table:
+    """The ids a restored partition counted from its cutoff on (what its new owner must know)."""
+    root = partition_root(speed_root, state.partition)
+    folders = [s.folder for s in state.segments if s.end > state.cutoff]
+    if state.last_open_folder is not None:
+        folders.append(state.last_open_folder)
+    table = pa.concat_tables([ID_SCHEMA.empty_table(), *(segment_ids(root / f) for f in folders)])
+    return table.filter(pc.greater_equal(table.column("kafka_offset"), state.cutoff))

@@ -4,10 +4,18 @@ For each partition it owns it resumes from the last published snapshot (or start
 cutoff), aggregates micro-batches, publishes state and offsets atomically at least every
 ``speed_publish_ms`` while events flow, and seals a segment every ``speed_segment_seconds``.
 
-It follows the batch cutoff ``C``: segments entirely below ``C`` stay listed for a grace period
-(readers of the previous batch version may still need them) and then go. If ``C`` lies beyond
-everything it holds, it jumps to ``C``; if ``C`` falls inside a segment (the batch could not use a
-boundary), it rebuilds the partition from ``C`` by reading Kafka again.
+**Each event once, across partitions.** ``Counted`` decides which events count: first copies whose
+id neither the speed layer (any partition, any worker) nor the batch (below its cutoff) counted.
+Workers publish one at a time (a lock over the speed folder) and read each other's newly published
+ids first, so when two copies were counted at once on two workers, the one published first wins and
+the other is dropped before it is aggregated.
+
+**Following the batch.** On a new batch version ``V`` the worker reconciles: if ``V`` counted below its
+cutoff an id this worker counts at or above it (a copy on another partition, counted by the speed
+layer first), the partition is rebuilt from ``C`` (reading Kafka again; the copy is now found in the
+batch's ids). Segments entirely below ``C`` stay listed for a grace period (readers of the previous
+version); if ``C`` lies beyond everything it holds it jumps there; if ``C`` falls inside a segment it
+rebuilds from ``C``. Snapshots say which batch versions their rows may be merged with.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -26,24 +35,33 @@ from kafka import KafkaConsumer, TopicPartition
 
 from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.intake import KafkaRecord
-from lambda_contracts.manifest import current_version, read_manifest
+from lambda_contracts.manifest import EMPTY, Manifest, current_version, read_manifest
 from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.event_ids import IdSet
+from lambda_contracts.plumbing.files import SpaceWait, folder_lock, out_of_space
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import partition_root
+from lambda_contracts.speed_snapshot import partition_root, read_snapshot
+from speed_layer.counted import BatchIds, Counted
 from speed_layer.state import PartitionState, Pending, settle_all
-from speed_layer.store import LostPartitionError, publish, read_ids, restore
+from speed_layer.store import LostPartitionError, counted_ids, publish, restore
 
 log = logging.getLogger(__name__)
 
 MAX_POLL_RECORDS = 20_000
+POLL_TIMEOUT_MS = 100
+DECODE_BATCH = 5_000
+"""Decode in the background once this many records are gathered; at low rates, once per publish."""
+FETCH_MIN_BYTES = 64 * 1024
+"""At low rates the broker gathers records for up to ``speed_fetch_max_wait_ms`` before answering a fetch."""
+FOLLOW_BATCH_EVERY_S = 0.2
 
 
 @dataclass(frozen=True)
 class InFlight:
-    """A poll's records being decoded, and the offset range [start, end) taken per partition."""
+    """Gathered records being decoded, and the offset range [start, end) taken per partition."""
 
     result: Future[tuple[pa.Table, list[DeadLetter]]]
     ranges: dict[int, tuple[int, int]]
@@ -56,17 +74,33 @@ class SpeedWorker:
         self.root = settings.speed_views_path
         self.group = settings.speed_group
         self.serde = get_serde(settings.serde)
-        self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
+        self.consumer = consumer or new_consumer(
+            settings,
+            self.group,
+            max_poll_records=MAX_POLL_RECORDS,
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=settings.speed_fetch_max_wait_ms,
+        )
         self.connection = duck.connect()
         self.states: dict[int, PartitionState] = {}
-        self._batch_version = -1
-        self._cutoffs: dict[int, int] = {}
+        batch_ids = BatchIds(settings.batch_views_path, timedelta(seconds=settings.speed_clock_skew_seconds))
+        self.counted = Counted(batch_ids)
+        self.manifest: Manifest = EMPTY
+        """The batch version reconciled against: its cutoffs apply, its ids are looked up."""
         self._last_publish = time.monotonic()
+        self._batch_checked_at = 0.0
         self._garbage: list[tuple[float, Path]] = []
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speed-decode")
         self._in_flight: InFlight | None = None
+        self._pending: list[KafkaRecord] = []
+        self._pending_ranges: dict[int, tuple[int, int]] = {}
+        self._read_to: dict[int, int] = {}
+        """Partition -> the offset up to which records were read (gathered or in flight, not yet taken)."""
         self.events_counted = 0
         self.events_rejected = 0
+        self.copies_elsewhere = 0
+        """Events not counted here because another partition (or the batch) counted a copy."""
+        self.space = SpaceWait("speed worker", self.root)
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
 
@@ -74,51 +108,95 @@ class SpeedWorker:
         subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
-                batches = self.consumer.poll(timeout_ms=100)  # meanwhile the previous poll was decoded
-                self._take_decoded()
+                if self.space.waiting:  # take nothing more while what we hold cannot be published
+                    self.consumer.pause(*self.consumer.assignment())
+                batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)  # meanwhile a decode may run
+                self._follow_batch()
                 self._follow_assignment()
-                self._follow_cutoffs()
-                self._decode(batches)
+                self._gather(batches)
+                if len(self._pending) >= DECODE_BATCH:
+                    self._submit()  # decoded in the background while the next poll fetches
                 if self._publish_is_due():
+                    self._submit()
                     self._take_decoded()
                     self._publish()
                 self._housekeeping()
+            self._submit()
             self._take_decoded()
             self._publish(force=True)
         finally:
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self.consumer.close(autocommit=False)
 
-    # -- partitions and cutoffs -------------------------------------------------------------------
+    # -- partitions and the batch -----------------------------------------------------------------
 
     def _follow_assignment(self) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
         for partition in set(self.states) - assigned:
             del self.states[partition]  # the new owner resumes from what we published
+            self._forget_reads(partition)
+            self.counted.forget_tailed(partition)  # read back from what its new owner publishes
         if assigned and self.first_assignment_at is None:
             self.first_assignment_at = time.monotonic()
         for partition in sorted(assigned - set(self.states)):
-            cutoff = self._cutoffs.get(partition, 0)
+            cutoff = self.manifest.cutoffs.get(partition, 0)
+            self.counted.forget_tailed(partition)
             state = restore(self.root, partition, cutoff)
+            if state is not None and state.reconciled != self.manifest.version:
+                # checked against another batch version: its counts may clash with ours; recount from C
+                log.info(
+                    "speed partition %d was reconciled with batch version %d, not %d: rebuilding",
+                    partition,
+                    state.reconciled,
+                    self.manifest.version,
+                )
+                state.restart_at(cutoff)
+                state.valid_from = self.manifest.version
             if state is None:  # published at once, so readers and probes see the partition is owned
                 state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff, changed=True)
+                state.valid_from = self.manifest.version
+            else:
+                ids = counted_ids(self.root, state)
+                self.counted.speed.add(ids.column("event_id"), partition, ids.column("kafka_offset").to_numpy())
+            state.reconciled = self.manifest.version
+            state.changed = True
             self.states[partition] = state
+            self._forget_reads(partition)
             self.consumer.seek(TopicPartition(self.topic, partition), state.next_offset)
             log.info("speed worker took partition %d at offset %d", partition, state.next_offset)
             self._apply_cutoff(state)
 
-    def _follow_cutoffs(self) -> None:
+    def _follow_batch(self) -> None:
+        """Reconcile with a newly published batch version, then apply its cutoffs."""
+        if time.monotonic() - self._batch_checked_at < FOLLOW_BATCH_EVERY_S:
+            return
+        self._batch_checked_at = time.monotonic()
         batch_root = self.settings.batch_views_path
         version = current_version(batch_root)
-        if version == self._batch_version:
+        if version == self.manifest.version:
             return
-        self._batch_version = version
-        self._cutoffs = dict(read_manifest(batch_root, version).cutoffs)
+        previous, self.manifest = self.manifest, read_manifest(batch_root, version)
+        self.counted.batch.use(self.manifest)
+        checked = self.states and version > previous.version  # at start-up there is nothing to check yet
+        added = self.counted.batch.added(previous) if checked else IdSet()
+        for state in self.states.values():
+            cutoff = self.manifest.cutoffs.get(state.partition, 0)
+            if len(added) and self.counted.speed.overlaps(added, state.partition, from_offset=cutoff):
+                self._restart_at(
+                    state,
+                    cutoff,
+                    f"rebuilds from the cutoff of batch version {version}, which "
+                    "counted below it a copy of an event counted here",
+                )
+                state.valid_from = version
+            state.reconciled = version
+            state.changed = True
+        self.counted.drop_below(self.manifest.cutoffs)
         for state in self.states.values():
             self._apply_cutoff(state)
 
     def _apply_cutoff(self, state: PartitionState) -> None:
-        cutoff = self._cutoffs.get(state.partition, 0)
+        cutoff = self.manifest.cutoffs.get(state.partition, 0)
         if cutoff <= state.cutoff:
             return
         grace = time.monotonic() + self.settings.speed_prune_grace_seconds
@@ -126,49 +204,64 @@ class SpeedWorker:
         state.segments = [s for s in state.segments if s.end > cutoff]
         state.pruning.extend(Pending(grace, s) for s in below)
         state.cutoff = cutoff
+        self.counted.speed.drop(state.partition, below=cutoff)  # the batch counts those now
         boundaries = {s.start for s in state.segments} | {state.open_start}
         if cutoff in boundaries:
             pass  # aligned: what remains starts exactly at the cutoff
         elif cutoff >= state.next_offset:
             self._restart_at(state, cutoff, "jumps to the batch cutoff")
         else:
-            state.segments = []
             self._restart_at(state, cutoff, "rebuilds from the batch cutoff (it fell inside a segment)")
         state.changed = True
 
     def _restart_at(self, state: PartitionState, offset: int, why: str) -> None:
         log.warning("speed partition %d %s at offset %d", state.partition, why, offset)
         state.restart_at(offset)
+        self.counted.speed.drop(state.partition, from_offset=offset)
+        self._forget_reads(state.partition)
         self.consumer.seek(TopicPartition(self.topic, state.partition), offset)
 
     # -- consuming and publishing -----------------------------------------------------------------
 
-    def _decode(self, batches: dict[TopicPartition, list[KafkaRecord]]) -> None:
-        """Start decoding a poll's new records in one vectorized pass, in the background.
-
-        Arrow's regex and JSON reader release the GIL, so the decoding overlaps the next poll
-        (kafka-python's record parsing, pure Python). ``_take_decoded`` hands over the rows.
-        """
-        fresh: list[KafkaRecord] = []
-        ranges: dict[int, tuple[int, int]] = {}
+    def _gather(self, batches: dict[TopicPartition, list[KafkaRecord]]) -> None:
+        """Keep a poll's new records until a decode is worth its fixed cost (a full batch, or a publish)."""
         for tp, records in batches.items():
             state = self.states.get(tp.partition)
             if state is None:
                 continue
-            new = [r for r in records if r.offset >= state.next_offset]
+            position = self._read_to.get(tp.partition, state.next_offset)
+            new = [r for r in records if r.offset >= position]
             if not new:
                 continue
-            if new[0].offset > state.next_offset:  # a fetch from an older position: read again from ours
-                self.consumer.seek(TopicPartition(self.topic, tp.partition), state.next_offset)
+            if new[0].offset > position:  # a fetch from an older position: read again from ours
+                self.consumer.seek(TopicPartition(self.topic, tp.partition), position)
                 continue
-            fresh.extend(new)
-            ranges[tp.partition] = (state.next_offset, new[-1].offset + 1)
-        if fresh:
-            future = self._decoder.submit(decode_micro_batch, fresh, self.serde, self.group)
-            self._in_flight = InFlight(future, ranges)
+            self._pending.extend(new)
+            start = self._pending_ranges.get(tp.partition, (position, position))[0]
+            self._pending_ranges[tp.partition] = (start, new[-1].offset + 1)
+            self._read_to[tp.partition] = new[-1].offset + 1
+
+    def _submit(self) -> None:
+        """Start decoding the gathered records in one vectorized pass, in the background.
+
+        Arrow's regex and JSON reader release the GIL, so the decoding overlaps the next poll
+        (kafka-python's record parsing, pure Python). ``_take_decoded`` hands over the rows.
+        """
+        if not self._pending:
+            return
+        self._take_decoded()  # one decode in flight, so partitions take their ranges in order
+        future = self._decoder.submit(decode_micro_batch, self._pending, self.serde, self.group)
+        self._in_flight = InFlight(future, self._pending_ranges)
+        self._pending, self._pending_ranges = [], {}
+
+    def _forget_reads(self, partition: int) -> None:
+        """Records read but not taken for ``partition`` no longer count (it moved, or is gone)."""
+        self._pending = [r for r in self._pending if r.partition != partition]
+        self._pending_ranges.pop(partition, None)
+        self._read_to.pop(partition, None)
 
     def _take_decoded(self) -> None:
-        """Give each partition its rows from the decode in flight (if its position did not move)."""
+        """Give each partition the events to count from the decode in flight (if its position did not move)."""
         if self._in_flight is None:
             return
         in_flight, self._in_flight = self._in_flight, None
@@ -180,27 +273,60 @@ class SpeedWorker:
             if state is None or state.next_offset != start:
                 continue  # lost or moved (a cutoff) since: these records are read again where needed
             rows = events if len(in_flight.ranges) == 1 else events.filter(pc.equal(partitions, partition))
-            self.events_counted += state.take(rows, end)
+            fresh = self.counted.fresh(partition, rows)
+            self.copies_elsewhere += rows.num_rows - fresh.num_rows
+            self.events_counted += state.take(fresh, end)
 
     def _publish_is_due(self) -> bool:
+        if self.space.waiting:
+            return self.space.may_try()
         return time.monotonic() - self._last_publish >= self.settings.speed_publish_ms / 1000
 
     def _publish(self, force: bool = False) -> None:
+        """Publish every changed partition, one worker at a time, first reading what others published."""
         self._last_publish = time.monotonic()
-        settle_all(self.states.values(), self.connection)
-        for partition, state in list(self.states.items()):
-            seal = state.seal_due(self.settings.speed_segment_seconds) or force
-            if not state.changed and not seal:
+        with folder_lock(self.root):
+            published_elsewhere = self._tail_others()
+            if len(published_elsewhere):
+                for state in self.states.values():
+                    self.copies_elsewhere += state.drop_pending(published_elsewhere.contains)
+            settle_all(self.states.values(), self.connection)
+            for partition, state in list(self.states.items()):
+                seal = state.seal_due(self.settings.speed_segment_seconds) or force
+                if not state.changed and not seal:
+                    continue
+                previous_open = state.last_open_folder
+                try:
+                    publish(state, self.root, seal=seal)
+                except LostPartitionError as lost:
+                    log.warning("%s; dropping it", lost)
+                    del self.states[partition]
+                    self._forget_reads(partition)
+                    continue
+                except Exception as error:
+                    if not out_of_space(error):
+                        raise
+                    self.space.failed(error)  # the state stays in memory, unpublished: retried later
+                    return
+                if previous_open is not None and previous_open != state.last_open_folder:
+                    superseded = partition_root(self.root, partition) / previous_open
+                    self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)
+        if self.space.waiting:
+            self.space.succeeded()
+            self.consumer.resume(*self.consumer.assignment())
+
+    def _tail_others(self) -> IdSet:
+        """Ids other workers published since we last looked (their partitions only)."""
+        published = IdSet()
+        for partition in range(self.settings.topic_partitions):
+            if partition in self.states:
                 continue
-            previous_open = state.last_open_folder
-            try:
-                publish(state, self.root, seal=seal)
-            except LostPartitionError as lost:
-                log.warning("%s; dropping it", lost)
-                del self.states[partition]
-                continue
-            if previous_open is not None and previous_open != state.last_open_folder:
-                self._discard_later(partition_root(self.root, partition) / previous_open)
+            snapshot = read_snapshot(self.root, partition)
+            if snapshot is not None:
+                new = self.counted.tail(self.root, snapshot)
+                if len(new):
+                    published.add_set(new)
+        return published
 
     def _housekeeping(self) -> None:
         now = time.monotonic()
@@ -208,16 +334,9 @@ class SpeedWorker:
             expired = [p for p in state.pruning if p.deadline <= now]
             if expired:
                 state.pruning = [p for p in state.pruning if p.deadline > now]
-                horizon = now + self.settings.speed_dedup_horizon_seconds
-                state.dedup.extend(Pending(horizon, p.segment) for p in expired)
-                state.changed = True
-            gone = [p for p in state.dedup if p.deadline <= now]
-            if gone:
-                state.dedup = [p for p in state.dedup if p.deadline > now]
-                for pending in gone:
+                for pending in expired:
                     folder = partition_root(self.root, state.partition) / pending.segment.folder
-                    state.forget(list(read_ids(folder)))
-                    self._discard_later(partition_root(self.root, state.partition) / pending.segment.folder)
+                    self._discard_later(folder, self.settings.speed_superseded_grace_seconds)
                 state.changed = True
         keep = []
         for deadline, folder in self._garbage:
@@ -227,6 +346,6 @@ class SpeedWorker:
                 keep.append((deadline, folder))
         self._garbage = keep
 
-    def _discard_later(self, folder: Path) -> None:
+    def _discard_later(self, folder: Path, grace_s: float) -> None:
         """Delete a folder no snapshot lists any more, once no reader can still be reading it."""
-        self._garbage.append((time.monotonic() + self.settings.speed_prune_grace_seconds, folder))
+        self._garbage.append((time.monotonic() + grace_s, folder))

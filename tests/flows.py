@@ -25,7 +25,7 @@ from batch_layer.lake import Lake
 from batch_layer.lake_sink import LakeSink
 from infra.ports import PortInUseError, ensure_port_free
 from lambda_contracts.events import SOURCES
-from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
+from lambda_contracts.plumbing.kafka import events_end_offsets, new_consumer
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import NODE_PORT_STEP, Settings
 from lambda_contracts.speed_snapshot import read_snapshot
@@ -194,13 +194,8 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[
         consumer.close(autocommit=False)
 
 
-def end_offsets(settings: Settings) -> dict[int, int]:
-    """Partition -> end offset of the events topic, for every partition the settings declare."""
-    consumer = new_consumer(settings, group_id=None)
-    try:
-        return dict.fromkeys(range(settings.topic_partitions), 0) | topic_offsets(consumer, settings.events_topic)
-    finally:
-        consumer.close(autocommit=False)
+end_offsets = events_end_offsets
+"""Partition -> end offset of the events topic (every partition the settings declare)."""
 
 
 def wait_until_lake_complete(settings: Settings, timeout_s: float = 90) -> None:
@@ -319,3 +314,14 @@ def compose_environment(**extra: str) -> dict[str, str]:
     if (PINNED_COMPOSE / "cli-plugins" / "docker-compose").exists():
         env["DOCKER_CONFIG"] = str(PINNED_COMPOSE)
     return env | extra
+
+
+def wait_until_published(settings: Settings, timeout_s: float = 90) -> None:
+    """Poll the published snapshots (the real signal) until they reach the end of every partition."""
+    ends = end_offsets(settings)
+
+    def published_to_the_end() -> bool:
+        snapshots = {p: read_snapshot(settings.speed_views_path, p) for p in ends}
+        return all(s is not None and s.next_offset == ends[p] for p, s in snapshots.items())
+
+    wait_for(published_to_the_end, timeout_s, "the speed layer publishing up to the end of the topic")

@@ -19,7 +19,7 @@ from lambda_contracts.intake import Accepted, split
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import BUCKET, VIEWS, View
 from serving_layer.query import serving_connection
 from sources.run import build_simulators
@@ -162,3 +162,19 @@ def json_rows(lines: str, view: View) -> Counter[tuple[str, ...]]:
         measures = [int(record[m.name]) if m.sql_type == "BIGINT" else Decimal(record[m.name]) for m in view.measures]
         rows.append((bucket, *dims, *measures))
     return canonical(rows)
+
+
+def speed_rows(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
+    """Every view's published speed rows, merged across partitions and segments."""
+    connection = duck.connect()
+    merged: dict[str, list[tuple[object, ...]]] = {}
+    for view in VIEWS:
+        files = []
+        for partition in range(settings.topic_partitions):
+            snapshot = read_snapshot(settings.speed_views_path, partition)
+            assert snapshot is not None and snapshot.covers_from(0)
+            root = partition_root(settings.speed_views_path, partition)
+            files += [str(root / s.folder / f"{view.name}.parquet") for s in snapshot.segments if view.name in s.views]
+        partials = f"(SELECT * FROM read_parquet({files!r}, hive_partitioning = false)) AS partials"
+        merged[view.name] = normalised_rows(connection.sql(view.merge_sql(partials)).to_arrow_table())
+    return merged

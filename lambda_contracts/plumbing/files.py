@@ -7,22 +7,31 @@ disk and renamed over the old name.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new content, whole."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    temporary.replace(path)
+    try:
+        with temporary.open("w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        temporary.replace(path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not keep a half-written file taking space
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -40,3 +49,65 @@ def folder_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error`` says the filesystem is full, whichever library raised it.
+
+    Python raises OSError with ENOSPC; Delta's Rust writer and DuckDB raise their own types whose
+    message carries the operating system's text.
+    """
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "os error 28" in text or "Disk quota exceeded" in text
+
+
+class SpaceWait:
+    """A writer that met a full disk: it says so once, retries on a fixed cadence, says when it resumed.
+
+    What it failed to write stays with the caller (in memory, uncommitted); while it waits the caller
+    stops taking more (pauses its consumer), so memory stays bounded and nothing is lost or doubled.
+    """
+
+    def __init__(self, writer: str, folder: Path, retry_s: float = 2.0) -> None:
+        self.writer = writer
+        self.folder = folder
+        self.retry_s = retry_s
+        self.since: float | None = None
+        self._next_try = 0.0
+        self.failures = 0
+
+    @property
+    def waiting(self) -> bool:
+        return self.since is not None
+
+    def failed(self, error: BaseException) -> None:
+        self.failures += 1
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+            log.error(
+                "%s: no space left on device under %s (%s). Nothing is committed until space returns; "
+                "it retries every %.0f s and resumes on its own. Free space there or grow the volume.",
+                self.writer,
+                self.folder,
+                str(error).splitlines()[0][:200],
+                self.retry_s,
+            )
+        self._next_try = now + self.retry_s
+
+    def may_try(self) -> bool:
+        return self.since is None or time.monotonic() >= self._next_try
+
+    def succeeded(self) -> None:
+        if self.since is not None:
+            log.warning(
+                "%s: space is back under %s; committing again after %.0f s and %d failed attempts",
+                self.writer,
+                self.folder,
+                time.monotonic() - self.since,
+                self.failures,
+            )
+        self.since = None
+        self.failures = 0

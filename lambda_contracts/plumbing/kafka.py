@@ -103,3 +103,12 @@ def topic_offsets(consumer: KafkaConsumer, topic: str, beginning: bool = False) 
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     offsets = consumer.beginning_offsets(partitions) if beginning else consumer.end_offsets(partitions)
     return {tp.partition: offset for tp, offset in offsets.items()}
+
+
+def events_end_offsets(settings: Settings) -> dict[int, int]:
+    """Partition -> end offset of the events topic, for every partition the settings declare (0 if empty)."""
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        return dict.fromkeys(range(settings.topic_partitions), 0) | topic_offsets(consumer, settings.events_topic)
+    finally:
+        consumer.close(autocommit=False)

@@ -6,9 +6,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
-from batch_layer.lake import FencedError, Lake
+from batch_layer.lake import FencedError, Lake, LakeLayoutError
 from lambda_contracts.columns import LAKE_SCHEMA, events_to_arrow, with_ingest_time
 from lambda_contracts.intake import split
 from lambda_contracts.serde import JsonSerde
@@ -42,7 +43,35 @@ def test_offsets_are_committed_with_the_rows(tmp_path: Path) -> None:
         *[(0, o) for o in range(5)],
         *[(1, o) for o in range(3)],
     ]
-    assert table.metadata().partition_columns == ["event_date"], "batch jobs prune by event day"
+    assert table.metadata().partition_columns == ["event_date", "kafka_partition"], "runs read only their files"
+
+
+def test_a_run_finds_exactly_the_files_holding_its_offsets(tmp_path: Path) -> None:
+    lake = Lake(tmp_path / "lake", "events")
+    lake.append(rows(0, range(0, 5)), expected={0: 0}, next_offsets={0: 5})
+    lake.append(rows(1, range(0, 5)), expected={1: 0}, next_offsets={1: 5})
+    lake.append(rows(0, range(5, 9)), expected={0: 5}, next_offsets={0: 9})
+    table = lake.table()
+    assert table is not None
+
+    def offsets(files: list[str]) -> set[tuple[int, int]]:
+        data = pa.concat_tables([pq.read_table(f, columns=["kafka_offset"]) for f in files])
+        partitions = {int(f.split("kafka_partition=")[1].split("/")[0]) for f in files}
+        return {(p, o) for p in partitions for o in data.column("kafka_offset").to_pylist()}
+
+    assert offsets(lake.files_with_offsets(table, {0: (5, 9)})) == {(0, o) for o in range(5, 9)}
+    assert offsets(lake.files_with_offsets(table, {1: (3, 5)})) == {(1, o) for o in range(5)}
+    assert lake.files_with_offsets(table, {0: (9, 20), 1: (5, 5)}) == []
+    written = table.to_pyarrow_table(columns=["event_date"]).column("event_date").to_pylist()
+    assert lake.days(table) == sorted({d.isoformat() for d in written}), "from the log, no data scanned"
+
+
+def test_a_lake_of_another_layout_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from deltalake import write_deltalake
+
+    write_deltalake(str(tmp_path / "lake"), rows(0, range(0, 2)), partition_by=["event_date"])
+    with pytest.raises(LakeLayoutError, match="fresh LAMBDA_DATA_DIR"):
+        Lake(tmp_path / "lake", "events").ensure_table()
 
 
 def test_a_stale_writer_is_fenced_off(tmp_path: Path) -> None:
@@ -76,7 +105,7 @@ def test_a_batch_run_before_the_lake_exists_publishes_nothing(tmp_path: Path) ->
 
 
 def test_cutoffs_fall_on_sealed_speed_boundaries(tmp_path: Path) -> None:
-    from batch_layer.batch_job import choose_cutoff
+    from batch_layer.plan import choose_cutoff
     from lambda_contracts.plumbing.files import write_atomically
     from lambda_contracts.settings import Settings
     from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment

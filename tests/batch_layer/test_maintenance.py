@@ -67,13 +67,21 @@ def test_compaction_and_vacuum_while_the_sink_writes(kafka: Settings, tmp_path: 
     assert Lake(settings.lake_path, settings.events_topic).committed_offsets(ends) == ends
 
 
-def make_version(root: Path, version: int, folder: str, age_minutes: float) -> None:
-    segment = root / "segments" / folder / "page_views_per_minute" / "bucket_date=2026-11-24"
+def make_version(root: Path, version: int, folder: str, age_minutes: float, ids_from: str | None = None) -> None:
+    segment = root / "segments" / folder / "page_views_per_minute" / "part=2026-11-24T10"
     segment.mkdir(parents=True)
     (segment / "part-0.parquet").write_bytes(b"x")
     files = [str((segment / "part-0.parquet").relative_to(root))]
+    ids = {"2026-11-24T10": [f"segments/{ids_from}/ids/part=2026-11-24T10/part-0.parquet"]} if ids_from else {}
     manifest = Manifest(
-        version, f"run-{version}", "", "events", 0, {0: version}, {"page_views_per_minute": {"2026-11-24": files}}
+        version,
+        f"run-{version}",
+        "",
+        "events",
+        0,
+        {0: version},
+        {"page_views_per_minute": {"2026-11-24T10": files}},
+        ids=ids,
     )
     manifest_path(root, version).parent.mkdir(parents=True, exist_ok=True)
     manifest_path(root, version).write_text(manifest.to_json())
@@ -91,13 +99,14 @@ def test_pruning_keeps_recent_versions_and_young_files(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path, batch_keep_versions=2, batch_prune_min_age_minutes=30)
     root = settings.batch_views_path
     for version in range(1, 5):
-        make_version(root, version, f"{version:06d}-aaaa", age_minutes=120)
+        make_version(root, version, f"{version:06d}-aaaa", age_minutes=120, ids_from="000002-aaaa")
     (root / "segments" / "000005-orphan").mkdir()  # an unpublished attempt, still young
     report = prune_batch_views(settings)
-    assert sorted(p.name for p in (root / "segments").iterdir()) == ["000003-aaaa", "000004-aaaa", "000005-orphan"]
+    kept = ["000002-aaaa", "000003-aaaa", "000004-aaaa", "000005-orphan"]
+    assert sorted(p.name for p in (root / "segments").iterdir()) == kept, "ids still counted keep their folder"
     assert sorted(p.name for p in (root / "manifests").iterdir()) == ["000003.json", "000004.json"]
     assert sorted(p.name for p in (root / "plans").iterdir()) == ["run-3.json", "run-4.json"]
-    assert report.detail == {"segment_folders_removed": 2, "oldest_kept_version": 3}
+    assert report.detail == {"segment_folders_removed": 1, "oldest_kept_version": 3}
 
 
 @pytest.mark.unit

@@ -18,7 +18,15 @@ from lambda_contracts.settings import Settings
 from lambdactl.airflow_api import airflow_api, airflow_url
 from lambdactl.airflow_local import saved_admin_password
 from tests.browser import trigger_recompute
-from tests.flows import EXTERNAL_BROKER_ENV, free_port_run, free_ports, reaped, start_lambdactl, wait_for
+from tests.flows import (
+    EXTERNAL_BROKER_ENV,
+    free_port_run,
+    free_ports,
+    reaped,
+    start_lambdactl,
+    wait_for,
+    wait_for_line,
+)
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
@@ -53,7 +61,8 @@ def lambdactl(env: dict[str, str], *args: str, timeout: float = 120) -> subproce
 
 
 def processes_of(data_dir: str) -> list[str]:
-    """Processes started for this data dir: the broker (by its config path) or Airflow (by its home)."""
+    """Processes started for this data dir: the broker (by its config path), Airflow (by its home) and
+    anything with this data dir in its environment (the demo's services, the Spark of a batch task)."""
     found = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit() and int(proc.name) != os.getpid():
@@ -62,7 +71,8 @@ def processes_of(data_dir: str) -> list[str]:
                 environ = (proc / "environ").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if data_dir in cmdline or f"AIRFLOW_HOME={data_dir}" in environ:
+            marks = (f"AIRFLOW_HOME={data_dir}", f"LAMBDA_DATA_DIR={data_dir}")
+            if data_dir in cmdline or any(f"\0{mark}\0" in f"\0{environ}" for mark in marks):
                 found.append(f"{proc.name}: {cmdline[:80]}")
     return found
 
@@ -210,4 +220,60 @@ def test_a_run_killed_without_clean_up_is_named_before_a_new_one_starts(env: dic
         wait_for((tmp_path / "serving").exists, 60, "the leftover serve loop running")
         result = lambdactl(env, "demo", "--duration", "1", "--no-airflow")
         assert result.returncode == 1
-        assert "is still running" in result.stderr and f"kill {leftover.pid}" in result.stderr, result.stderr
+        assert "is still running" in result.stderr and f"pid {leftover.pid} (service)" in result.stderr, result.stderr
+        assert "`lambdactl stop`" in result.stderr
+        stopped = lambdactl(env, "stop")
+        assert stopped.returncode == 0 and f"stopping 1 service process(es): {leftover.pid}" in stopped.stdout
+        assert leftover.wait(timeout=10) == 0, "serve stopped cleanly on SIGTERM"
+        assert not processes_of(env["LAMBDA_DATA_DIR"])
+        assert "nothing runs on" in lambdactl(env, "stop").stdout
+
+
+def start_demo(env: dict[str, str], stdout: int, log: Path) -> subprocess.Popen[str]:
+    """A demo without Airflow on its own broker, returned once its monitor prints (every service is up)."""
+    with log.open("a") as errors:
+        demo = subprocess.Popen(
+            [sys.executable, "-m", "lambdactl", "demo", "--rate", "50", "--no-airflow"],
+            env=env,
+            stdout=stdout,
+            stderr=errors,
+            text=True,
+        )
+    return demo
+
+
+def read_until_the_monitor_prints(demo: subprocess.Popen[str]) -> None:
+    assert demo.stdout is not None
+    for line in demo.stdout:  # the monitor's first line means every service is up
+        if " ev/s | valid " in line:
+            return
+    raise AssertionError(f"the demo ended before its monitor printed (exit {demo.wait()})")
+
+
+def test_a_supervisor_killed_with_sigkill_leaves_no_process(env: dict[str, str], tmp_path: Path) -> None:
+    demo = start_demo(env, subprocess.PIPE, tmp_path / "demo-errors.log")
+    with reaped([demo]):  # type: ignore[list-item]
+        read_until_the_monitor_prints(demo)
+        assert len(processes_of(env["LAMBDA_DATA_DIR"])) >= 5, "broker, simulators, lake sink, speed and serve run"
+        demo.send_signal(signal.SIGKILL)
+        demo.wait()
+    wait_for(lambda: not processes_of(env["LAMBDA_DATA_DIR"]), 60, "every child of the killed demo gone")
+    again = lambdactl(env, "demo", "--duration", "3", "--rate", "50", "--no-airflow")
+    assert again.returncode == 0, "nothing is left to refuse the next run: " + again.stderr[-2000:]
+
+
+def test_ctrl_c_with_the_output_reader_dead_stops_cleanly(env: dict[str, str], tmp_path: Path) -> None:
+    """`./dev demo | tee demo.log`, then Ctrl-C: the terminal's group gets SIGINT and tee dies first."""
+    demo = start_demo(env, subprocess.PIPE, tmp_path / "demo-errors.log")
+    with reaped([demo]):  # type: ignore[list-item]
+        read_until_the_monitor_prints(demo)
+        assert demo.stdout is not None
+        demo.stdout.close()  # the reader is gone: the demo's next line meets a broken pipe
+        sink_log = Path(env["LAMBDA_DATA_DIR"]) / "logs" / "lake-sink.log"
+        wait_for_line(sink_log, "lake version")  # a flush takes seconds: the monitor wrote meanwhile
+        assert demo.poll() is None, "a broken output does not stop the demo"
+        demo.send_signal(signal.SIGINT)
+        assert demo.wait(timeout=180) == 0, (tmp_path / "demo-errors.log").read_text()[-3000:]
+    assert not processes_of(env["LAMBDA_DATA_DIR"]), "the services and the broker were stopped"
+    assert "Traceback" not in (tmp_path / "demo-errors.log").read_text()
+    assert "lake sink stopped: " in sink_log.read_text(), "the sink was stopped cleanly, not killed"

@@ -48,13 +48,15 @@ def sales(rows: list[tuple[str, int, int, str, str]], **extra: int) -> pa.Table:
     return pa.table(columns, schema=pa.schema(schema))
 
 
-def publish_batch(settings: Settings, cutoffs: dict[int, int], rows: list[tuple[str, int, int, str, str]]) -> None:
+def publish_batch(
+    settings: Settings, cutoffs: dict[int, int], rows: list[tuple[str, int, int, str, str]], version: int = 1
+) -> None:
     root = settings.batch_views_path
-    file = root / "segments" / "000001-test" / f"{VIEW.name}.parquet"
+    file = root / "segments" / f"{version:06d}-test" / f"{VIEW.name}.parquet"
     file.parent.mkdir(parents=True)
     pq.write_table(sales(rows), file)
     manifest = Manifest(
-        version=1,
+        version=version,
         run_id="test",
         created_at=NOW,
         topic="events",
@@ -62,9 +64,9 @@ def publish_batch(settings: Settings, cutoffs: dict[int, int], rows: list[tuple[
         cutoffs=cutoffs,
         segments={VIEW.name: {"2026-11-24": [str(file.relative_to(root))]}},
     )
-    manifest_path(root, 1).parent.mkdir(parents=True)
-    manifest_path(root, 1).write_text(manifest.to_json())
-    (root / CURRENT).write_text("1\n")
+    manifest_path(root, version).parent.mkdir(parents=True, exist_ok=True)
+    manifest_path(root, version).write_text(manifest.to_json())
+    (root / CURRENT).write_text(f"{version}\n")
 
 
 def publish_speed(
@@ -72,18 +74,30 @@ def publish_speed(
     partition: int,
     next_offset: int,
     segments: dict[tuple[int, int], list[tuple[str, int, int, str, str]]],
+    *,
+    reconciled: int = 1,
+    valid_from: int = 0,
 ) -> None:
     root = partition_root(settings.speed_views_path, partition)
     listed = []
     for (start, end), rows in segments.items():
-        folder = f"segments/{start}-{end}-1"
-        (root / folder).mkdir(parents=True)
+        folder = f"segments/{start}-{end}-{reconciled}"
+        (root / folder).mkdir(parents=True, exist_ok=True)
         pq.write_table(
             sales(rows, kafka_partition=partition, segment_start=start), root / folder / f"{VIEW.name}.parquet"
         )
         listed.append(Segment(start, end, folder, (VIEW.name,)))
-    snapshot = PartitionSnapshot(partition, 1, next_offset, listed, NOW, cutoff=0)
-    snapshot_path(settings.speed_views_path, partition, 1).parent.mkdir(parents=True)
+    snapshot = PartitionSnapshot(
+        partition,
+        1,
+        next_offset,
+        listed,
+        datetime.now(UTC).isoformat(),  # a live worker: its reconciled version holds readers back
+        cutoff=0,
+        reconciled=reconciled,
+        valid_from=valid_from,
+    )
+    snapshot_path(settings.speed_views_path, partition, 1).parent.mkdir(parents=True, exist_ok=True)
     snapshot_path(settings.speed_views_path, partition, 1).write_text(snapshot.to_json())
     (root / SPEED_CURRENT).write_text("1\n")
 
@@ -134,3 +148,32 @@ def test_a_partition_whose_speed_state_does_not_start_at_the_cutoff_is_served_fr
     }
     status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
     assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (True, 60)]
+
+
+def test_readers_stay_on_the_version_live_speed_workers_reconciled_and_each_event_counts_once(tmp_path: Path) -> None:
+    """Right after a batch publish, the previous version with fresh speed rows; a rebuilt partition waits."""
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")], version=1)
+    publish_batch(settings, {0: 120, 1: 60}, [("p1", 5, 6, "50.00", "15.00"), ("p2", 1, 3, "9.00", "9.00")], version=2)
+    publish_speed(
+        settings, 0, 130, {(100, 120): [("p1", 2, 2, "20.00", "15.00")], (120, 130): [("p3", 1, 2, "8.00", "8.00")]}
+    )
+    publish_speed(settings, 1, 70, {(50, 60): [("p2", 1, 3, "9.00", "9.00")], (60, 70): [("p4", 1, 1, "1.00", "1.00")]})
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert {s["batch_version"] for s in status} == {1}, "version 2 waits until the speed workers reconciled it"
+    assert merged(settings) == {
+        "p1": (5, 6, Decimal("50.00"), Decimal("15.00")),
+        "p2": (1, 3, Decimal("9.00"), Decimal("9.00")),
+        "p3": (1, 2, Decimal("8.00"), Decimal("8.00")),
+        "p4": (1, 1, Decimal("1.00"), Decimal("1.00")),
+    }
+
+    # partition 1's worker reconciled version 2 by rebuilding from its cutoff: its rows are only for version 2
+    publish_speed(settings, 0, 130, {(120, 130): [("p3", 1, 2, "8.00", "8.00")]}, reconciled=2)
+    publish_speed(settings, 1, 70, {(60, 70): [("p4", 1, 1, "1.00", "1.00")]}, reconciled=2, valid_from=2)
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert [(s["batch_version"], s["speed_used"], s["reflected_offset"]) for s in status] == [
+        (2, True, 130),
+        (2, True, 70),
+    ]
+    assert merged(settings)["p4"] == (1, 1, Decimal("1.00"), Decimal("1.00"))

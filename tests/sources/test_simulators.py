@@ -151,6 +151,17 @@ def test_the_platform_defaults_live_in_one_place() -> None:
     assert options["late_share"].default == DEFAULTS.late_share
     assert options["max_lateness_minutes"].default == DEFAULTS.max_lateness.total_seconds() / 60
     assert options["duplicate_share"].default == DEFAULTS.duplicate_share
+    assert options["cross_partition_share"].default == DEFAULTS.cross_partition_share
     assert options["malformed_share"].default == DEFAULTS.malformed_share
     assert options["source"].default == list(SOURCES)
     assert inspect.signature(demo).parameters["rate"].default == DEFAULTS.rate
+
+
+def test_cross_partition_redeliveries_carry_the_same_bytes_under_another_key() -> None:
+    knobs = Knobs(duplicate_share=0.2, cross_partition_share=0.5, seed=4)
+    records = take(WebClickstream(knobs, serde, START), 5000)
+    originals = {r.event_id: (r.key, r.value) for r in records if r.kind == "valid"}
+    resent = [r for r in records if r.kind == "duplicate" and r.key != originals[r.event_id][0]]
+    same = [r for r in records if r.kind == "duplicate" and r.key == originals[r.event_id][0]]
+    assert resent and same, "both kinds of redelivery"
+    assert all(r.value == originals[r.event_id][1] for r in resent), "byte for byte the same event"

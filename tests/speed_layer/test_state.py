@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from lambda_contracts.serde import JsonSerde
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.views import VIEWS
 from sources.simulators import merged_records
+from speed_layer.counted import BatchIds, Counted
 from speed_layer.state import PartitionState, settle_all
-from speed_layer.store import LostPartitionError, publish, restore
+from speed_layer.store import LostPartitionError, counted_ids, publish, restore
 from tests.fakes import FakeRecord
 from tests.flows import lively_simulators
 from tests.oracle import first_copies, view_rows
@@ -45,6 +46,15 @@ def decoded(records: list[FakeRecord]) -> pa.Table:
     return events
 
 
+def counter(tmp_path: Path | None = None) -> Counted:
+    """The dedup authority with no batch version yet."""
+    return Counted(BatchIds(tmp_path or Path("/nonexistent"), timedelta(minutes=5)))
+
+
+def take(state: PartitionState, counted: Counted, records: list[FakeRecord]) -> None:
+    state.take(counted.fresh(state.partition, decoded(records)), records[-1].offset + 1)
+
+
 def rows_of(state: PartitionState) -> dict[str, list[tuple[Any, ...]]]:
     from tests.oracle import normalised_rows
 
@@ -64,30 +74,29 @@ def expected(
 def test_incremental_micro_batches_equal_a_from_scratch_computation() -> None:
     items = valid_records(3000)
     state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    connection = duck.connect()
+    connection, counted = duck.connect(), counter()
     rng = random.Random(1)
     position = 0
     while position < len(items):
         size = rng.randint(1, 400)
-        chunk = items[position : position + size]
-        state.take(decoded(chunk), chunk[-1].offset + 1)
+        take(state, counted, items[position : position + size])
         if rng.random() < 0.5:  # settle at random points: merges of merges
             state.settle(connection)
         position += size
     state.settle(connection)
-    assert len(state.seen) < len(items), "the sample has redeliveries"
+    assert len(counted.speed) < len(items), "the sample has redeliveries"
     assert rows_of(state) == expected(items)
 
 
 def test_restarting_inside_the_state_recounts_exactly() -> None:
     items = valid_records(2000)
     connection = duck.connect()
-    state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(decoded(items), items[-1].offset + 1)
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0), counter()
+    take(state, counted, items)
     state.settle(connection)
     state.restart_at(1200)  # a batch cutoff that fell inside the segment
-    again = [item for item in items if item.offset >= 1200]
-    state.take(decoded(again), again[-1].offset + 1)
+    counted.speed.drop(0, from_offset=1200)
+    take(state, counted, [item for item in items if item.offset >= 1200])
     state.settle(connection)
     assert rows_of(state) == expected(items, from_offset=1200), "events first seen below 1200 stay excluded"
 
@@ -95,11 +104,11 @@ def test_restarting_inside_the_state_recounts_exactly() -> None:
 def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
     items = valid_records(1500)
     connection = duck.connect()
-    state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
-    state.take(decoded(items[:700]), items[699].offset + 1)
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0), counter()
+    take(state, counted, items[:700])
     state.settle(connection)
     sealed = publish(state, tmp_path, seal=True)
-    state.take(decoded(items[700:]), items[-1].offset + 1)
+    take(state, counted, items[700:])
     state.settle(connection)
     publish(state, tmp_path, seal=False)
     snapshot = read_snapshot(tmp_path, 0)
@@ -107,8 +116,10 @@ def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
     assert [(s.start, s.sealed) for s in snapshot.segments] == [(0, True), (items[699].offset + 1, False)]
     assert snapshot.covers_from(0) and snapshot.next_offset == items[-1].offset + 1
     restored = restore(tmp_path, 0, cutoff=0)
-    assert restored is not None
-    assert restored.seen == state.seen and restored.next_offset == state.next_offset
+    assert restored is not None and restored.next_offset == state.next_offset
+    ids = counted_ids(tmp_path, restored)
+    assert ids.num_rows == len(counted.speed), "every id counted comes back, once"
+    assert counted.speed.contains(ids.column("event_id")).all()
     assert rows_of(restored) == rows_of(state), "the open segment comes back as it was published"
     stale = PartitionState(0, open_start=0, next_offset=0, cutoff=0, sequence=1)
     with pytest.raises(LostPartitionError):
@@ -121,27 +132,58 @@ def test_partitions_settled_together_equal_each_settled_alone() -> None:
     connection = duck.connect()
     alone = [PartitionState(p, open_start=0, next_offset=0, cutoff=0) for p in (0, 1)]
     together = [PartitionState(p, open_start=0, next_offset=0, cutoff=0) for p in (0, 1)]
+    counters = {id(alone): counter(), id(together): counter()}
     for chunk in range(0, 600, 150):
         for states in (alone, together):
-            states[0].take(decoded(first[chunk : chunk + 150]), first[chunk + 149].offset + 1)
-            states[1].take(decoded(second[chunk : chunk + 150]), second[chunk + 149].offset + 1)
+            take(states[0], counters[id(states)], first[chunk : chunk + 150])
+            take(states[1], counters[id(states)], second[chunk : chunk + 150])
         alone[0].settle(connection)
         alone[1].settle(connection)
         settle_all(together, connection)
     assert [rows_of(s) for s in together] == [rows_of(s) for s in alone]
-    assert rows_of(together[0]) == expected(first)
+    assert merged_rows(together) == expected(items), "the two partitions together count each event once"
+
+
+def merged_rows(states: list[PartitionState]) -> dict[str, list[tuple[Any, ...]]]:
+    from tests.oracle import normalised_rows
+
+    connection = duck.connect()
+    merged = {}
+    for view in VIEWS:
+        parts = [s.open_rows[view.name] for s in states if view.name in s.open_rows]
+        connection.register("parts", pa.concat_tables(parts))
+        merged[view.name] = normalised_rows(connection.sql(view.merge_sql("parts")).to_arrow_table())
+        connection.unregister("parts")
+    return merged
 
 
 def test_ids_of_an_open_segment_published_in_steps_come_back_whole(tmp_path: Path) -> None:
     items = valid_records(900)
     connection = duck.connect()
-    state = PartitionState(0, open_start=0, next_offset=0, cutoff=0)
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0), counter()
     for chunk in range(0, 900, 300):  # three publishes of one open segment: ids written once each
-        state.take(decoded(items[chunk : chunk + 300]), items[chunk + 299].offset + 1)
+        take(state, counted, items[chunk : chunk + 300])
         state.settle(connection)
         publish(state, tmp_path, seal=False)
     restored = restore(tmp_path, 0, cutoff=0)
-    assert restored is not None and restored.seen == state.seen and len(state.seen) > 600
-    restored.take(decoded(items[:300]), 900)  # a redelivery of the first third counts nothing
+    assert restored is not None
+    fresh_counter = counter()
+    ids = counted_ids(tmp_path, restored)
+    fresh_counter.speed.add(ids.column("event_id"), 0, ids.column("kafka_offset").to_numpy())
+    assert len(fresh_counter.speed) == len(counted.speed) > 600
+    redelivered = [FakeRecord(r.value, 900 + r.offset, 0) for r in items[:300]]
+    take(restored, fresh_counter, redelivered)  # a redelivery of the first third counts nothing
     restored.settle(connection)
     assert rows_of(restored) == rows_of(state) == expected(items)
+
+
+def test_copies_on_other_partitions_count_once_and_the_batch_index_is_consulted(tmp_path: Path) -> None:
+    """The dedup authority across partitions, and against what a batch version counted below its cutoff."""
+    items = valid_records(600)
+    counted = counter(tmp_path)
+    on_zero = counted.fresh(0, decoded(items[:400]))
+    resent = [FakeRecord(r.value, r.offset, partition=3) for r in items[200:600]]  # a keyless resend elsewhere
+    on_three = counted.fresh(3, decoded(resent))
+    copies = set(on_zero.column("event_id").to_pylist()) & set(on_three.column("event_id").to_pylist())
+    assert not copies, "an event counted on partition 0 is not counted again on partition 3"
+    assert on_zero.num_rows + on_three.num_rows == len({r["event_id"] for r in decoded(items).to_pylist()})

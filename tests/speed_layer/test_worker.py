@@ -9,53 +9,23 @@ import pytest
 
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
-from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from lambda_contracts.views import VIEWS
 from serving_layer.query import query
 from tests.flows import (
     crash_and_rebalance,
-    end_offsets,
     lively_simulators,
     producing,
     read_topic,
     reaped,
     start_lambdactl,
-    wait_for,
     wait_for_line,
+    wait_until_published,
 )
-from tests.oracle import first_copies, normalised_rows, view_rows
+from tests.oracle import first_copies, normalised_rows, speed_rows, view_rows
 
 pytestmark = pytest.mark.integration
-
-
-def wait_until_published(settings: Settings, timeout_s: float = 90) -> None:
-    """Poll the published snapshots (the real signal) until they reach the end of every partition."""
-    ends = end_offsets(settings)
-
-    def published_to_the_end() -> bool:
-        snapshots = {p: read_snapshot(settings.speed_views_path, p) for p in ends}
-        return all(s is not None and s.next_offset == ends[p] for p, s in snapshots.items())
-
-    wait_for(published_to_the_end, timeout_s, "the speed layer publishing up to the end of the topic")
-
-
-def speed_rows(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
-    """Every view's published speed rows, merged across partitions and segments."""
-    connection = duck.connect()
-    merged: dict[str, list[tuple[object, ...]]] = {}
-    for view in VIEWS:
-        files = []
-        for partition in range(settings.topic_partitions):
-            snapshot = read_snapshot(settings.speed_views_path, partition)
-            assert snapshot is not None and snapshot.covers_from(0)
-            root = partition_root(settings.speed_views_path, partition)
-            files += [str(root / s.folder / f"{view.name}.parquet") for s in snapshot.segments if view.name in s.views]
-        partials = f"(SELECT * FROM read_parquet({files!r}, hive_partitioning = false)) AS partials"
-        merged[view.name] = normalised_rows(connection.sql(view.merge_sql(partials)).to_arrow_table())
-    return merged
 
 
 def test_killed_and_rebalanced_workers_publish_exact_state(kafka: Settings, tmp_path: Path) -> None:

@@ -1,0 +1,354 @@
+"""The batch layer's PySpark work: count new events into the views (advance) or rebuild days (recompute).
+
+**Advance** costs what the new records cost. It reads only the lake files holding offsets in
+``[previous C, C)`` (the Delta log's per-file statistics; each file holds one Kafka partition), keeps
+each event's first copy among them, drops the ids already counted (the id index of the periods they
+fall in: copies of an event share its event time, so no other period can hold one), aggregates what
+is left with the views' declarations, and merges those partial rows into the previous rows of the
+same periods with each measure's merge rule. Periods the new records do not touch are not read.
+
+**Recompute** rebuilds event days from every lake record below ``C``, ids included. It is the oracle:
+the tests hold every sequence of advances to what a recompute of everything publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+from pyspark.sql import DataFrame, SparkSession, functions
+
+from batch_layer.lake import Lake
+from batch_layer.plan import Plan
+from lambda_contracts.columns import LAKE_SCHEMA, UTC_MICROS, arrow_type
+from lambda_contracts.manifest import SEGMENTS, Manifest
+from lambda_contracts.plumbing import duck
+from lambda_contracts.settings import Settings
+from lambda_contracts.views import BUCKET, VIEWS, View
+
+log = logging.getLogger(__name__)
+
+PERIOD = "period"
+IDS = "ids"
+MAX_ID_RUNS = 8
+"""A period's id files are merged into one when a run would leave more than this many."""
+PART = "part"
+"""The folder column files are split by (``part=<period>``); ``period`` itself stays inside the files."""
+
+
+@dataclass
+class Update:
+    """What a run wrote: per touched period, the files that now hold its rows and its ids."""
+
+    segments: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    """View -> period -> files (an empty list: the view has no rows in that period any more)."""
+    ids: dict[str, list[str]] = field(default_factory=dict)
+    replaced: set[str] = field(default_factory=set)
+    """Periods whose previous rows and ids this update supersedes."""
+    counted: int = 0
+
+
+def hour_period(base: Manifest) -> str:
+    """Spark SQL for an event's period: its hour, or its day where that day is compacted in ``base``."""
+    hour = "date_format(date_trunc('hour', event_time), \"yyyy-MM-dd'T'HH\")"
+    days = sorted(
+        {p for periods in base.segments.values() for p in periods if len(p) == 10}
+        | {p for p in base.ids if len(p) == 10}
+    )
+    if not days:
+        return hour
+    listed = ", ".join(f"'{d}'" for d in days)
+    return f"CASE WHEN substr({hour}, 1, 10) IN ({listed}) THEN substr({hour}, 1, 10) ELSE {hour} END"
+
+
+def spark_ddl(schema: pa.Schema) -> str:
+    """A Spark schema for Arrow fields (given explicitly, so no job infers it from file footers)."""
+    names = {
+        pa.string(): "STRING",
+        pa.int32(): "INT",
+        pa.int64(): "BIGINT",
+        pa.date32(): "DATE",
+        UTC_MICROS: "TIMESTAMP",
+    }
+    columns = []
+    for item in schema:
+        kind = item.type
+        spark_type = f"DECIMAL({kind.precision},{kind.scale})" if pa.types.is_decimal(kind) else names[kind]
+        columns.append(f"{item.name} {spark_type}")
+    return ", ".join(columns)
+
+
+LAKE_DDL = spark_ddl(LAKE_SCHEMA)
+IDS_DDL = f"{PERIOD} STRING, event_id STRING"
+
+
+def read_lake(spark: SparkSession, settings: Settings, files: list[str]) -> DataFrame:
+    """Lake rows from an explicit file list (no Delta log replay in Spark: delta-rs chose the files)."""
+    root = str(settings.lake_path.resolve())
+    return spark.read.schema(LAKE_DDL).option("basePath", root).parquet(*files)
+
+
+NEEDED = sorted(
+    {"event_id", "event_time", "event_type", "kafka_partition", "kafka_offset"}
+    | {d.source for v in VIEWS for d in v.dimensions}
+    | {m.column for v in VIEWS for m in v.measures if m.column}
+    | {f.column for v in VIEWS for f in v.filters}
+)
+"""The lake columns the views read: narrower rows through the shuffle and the cache."""
+
+
+def first_copies(rows: DataFrame) -> DataFrame:
+    """Each event_id once: its first copy by (partition, offset), the rule ``views.deduplicated_sql`` states.
+
+    The smallest struct led by (partition, offset) is that copy; a hash aggregate finds it without the
+    sort a window function needs.
+    """
+    others = [c for c in rows.columns if c not in ("event_id", "kafka_partition", "kafka_offset")]
+    first = functions.min(functions.struct("kafka_partition", "kafka_offset", *others)).alias("first")
+    return rows.groupBy("event_id").agg(first).select("event_id", "first.*")
+
+
+def range_condition(ranges: dict[int, tuple[int, int]]) -> str:
+    cases = " ".join(
+        f"WHEN {p} THEN kafka_offset >= {a} AND kafka_offset < {b}" for p, (a, b) in sorted(ranges.items())
+    )
+    return f"CASE kafka_partition {cases} ELSE false END" if cases else "false"
+
+
+def cutoff_condition(cutoffs: dict[int, int]) -> str:
+    """SQL that keeps records below their partition's cutoff."""
+    return range_condition({p: (0, c) for p, c in cutoffs.items()})
+
+
+def advance(spark: SparkSession, settings: Settings, plan: Plan, base: Manifest) -> Update:
+    """Count the records in ``[previous C, C)`` into the views; work follows the new records.
+
+    The result is small (the ids of the new events and the rows of the periods they touch), so it
+    is collected as Arrow and written from the driver: one Spark job per output, no commit protocol.
+    """
+    lake = Lake(settings.lake_path, settings.events_topic)
+    table = DeltaTable(str(settings.lake_path), version=plan.lake_version)
+    files = lake.files_with_offsets(table, plan.new_ranges)
+    if not files:
+        return Update()
+    periods = touched_periods(files, plan.new_ranges, base)
+    rows = read_lake(spark, settings, files).where(range_condition(plan.new_ranges)).select(*NEEDED)
+    root = settings.batch_views_path
+    counted_before = base.id_files(periods)
+    if counted_before:  # copies counted below the previous cutoff; dropping them first keeps the first-copy rule
+        ids = spark.read.schema(IDS_DDL).parquet(*[str(root / f) for f in counted_before]).select("event_id")
+        rows = rows.join(ids, "event_id", "left_anti")
+    new = first_copies(rows).withColumn(PERIOD, functions.expr(hour_period(base)))
+    new = new.cache()  # read, deduplicated and checked once for the ids and every view
+    folder = root / SEGMENTS / f"{plan.version:06d}-{uuid.uuid4().hex[:8]}"
+    update = Update(replaced=set(periods))
+    _split_write(new.select(PERIOD, "event_id"), folder / IDS, gather=False)  # as many ids as new events
+    written = _listed(folder / IDS, root)
+    update.counted = sum(pq.ParquetFile(root / f).metadata.num_rows for files in written.values() for f in files)
+    for period in periods:
+        update.ids[period] = base.ids.get(period, []) + written.get(period, [])
+    new.createOrReplaceTempView("new_events")
+    parts = []
+    for view in VIEWS:
+        partial = f"({view.aggregate_sql('new_events', by=(PERIOD,))})"
+        bucket = f"date_format({BUCKET}, \"yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'\")"
+        dimensions = [d.name for d in view.dimensions]
+        parts.append(
+            _generic_sql(view.name, partial, bucket=bucket, dimensions=dimensions, measures=view.measure_columns)
+        )
+    results = spark.sql(" UNION ALL ".join(parts)).toArrow()  # every view's partial rows: few, in one job
+    new.unpersist()
+    log.info("run %s: writing version %d (%d new events)", plan.run_id, plan.version, update.counted)
+    kinds = results.column(OUTPUT)
+    for view in VIEWS:
+        partial = _typed(view, results.filter(pc.equal(kinds, view.name)))
+        old = [str(root / f) for p in periods for f in base.segments.get(view.name, {}).get(p, [])]
+        written = _write_by_period(merge_rows(view, partial, old), folder / view.name, root)
+        update.segments[view.name] = {period: written.get(period, []) for period in periods}
+    _compact_ids(spark, root, folder / "ids-merged", update)
+    return update
+
+
+OUTPUT = "output"
+WIDTH = max(len(v.dimensions) for v in VIEWS), max(len(v.measures) for v in VIEWS)
+"""Dimension and measure columns of the one generic result every view's partial rows travel in."""
+
+
+def _generic_sql(output: str, relation: str, *, bucket: str, dimensions: list[str], measures: tuple[str, ...]) -> str:
+    """A SELECT of the generic result, as text: exact for decimals and counts, padded with nulls."""
+    text = "CAST(NULL AS STRING)"
+    padded_dims = [f"CAST({d} AS STRING)" for d in dimensions] + [text] * (WIDTH[0] - len(dimensions))
+    padded_measures = [f"CAST({m} AS STRING)" for m in measures] + [text] * (WIDTH[1] - len(measures))
+    columns = [f"'{output}' AS {OUTPUT}", PERIOD, f"{bucket} AS {BUCKET}"]
+    columns += [f"{c} AS d{i}" for i, c in enumerate(padded_dims)]
+    columns += [f"{c} AS m{j}" for j, c in enumerate(padded_measures)]
+    return f"SELECT {', '.join(columns)} FROM {relation}"
+
+
+def _typed(view: View, rows: pa.Table) -> pa.Table:
+    """A view's partial rows back from the generic result, in the declared types."""
+    arrays = [
+        rows.column(PERIOD),
+        pc.cast(rows.column(BUCKET), UTC_MICROS),
+        *(rows.column(f"d{i}") for i in range(len(view.dimensions))),
+        *(pc.cast(rows.column(f"m{j}"), arrow_type(m.sql_type)) for j, m in enumerate(view.measures)),
+    ]
+    return pa.table(arrays, names=[PERIOD, *view.key_columns, *view.measure_columns])
+
+
+def merge_rows(view: View, partial: pa.Table, old_files: list[str]) -> pa.Table:
+    """The new partial rows merged into the periods' previous rows with the view's own merge SQL."""
+    connection = duck.connect()
+    connection.register("partial_rows", partial)
+    source = "SELECT * FROM partial_rows"
+    if old_files:
+        columns = ", ".join((PERIOD, *view.key_columns, *view.measure_columns))
+        source = f"SELECT {columns} FROM read_parquet({old_files!r}) UNION ALL {source}"
+    try:
+        return connection.sql(view.merge_sql(f"({source}) AS parts", by=(PERIOD,))).to_arrow_table()
+    finally:
+        connection.close()
+
+
+def touched_periods(files: list[str], ranges: dict[int, tuple[int, int]], base: Manifest) -> list[str]:
+    """The periods the new records fall in: read from their event times alone (one column, on the driver)."""
+    hours: set[str] = set()
+    for file in files:
+        partition = int(file.split("kafka_partition=")[1].split("/")[0])
+        start, end = ranges[partition]
+        times = pq.read_table(file, columns=["event_time", "kafka_offset"])
+        offsets = times.column("kafka_offset")
+        inside = pc.and_(pc.greater_equal(offsets, start), pc.less(offsets, end))
+        stamps = times.column("event_time").filter(inside)
+        hours.update(pc.unique(pc.strftime(stamps, format="%Y-%m-%dT%H", locale="C")).to_pylist())
+    return sorted({base.period_of(hour) for hour in hours})
+
+
+def _write_by_period(rows: pa.Table, target: Path, root: Path) -> dict[str, list[str]]:
+    """One Parquet file per period under ``target/part=<period>/`` (the period stays a column)."""
+    written: dict[str, list[str]] = {}
+    if rows.num_rows == 0:
+        return written
+    column = rows.column(PERIOD)
+    for period in pc.unique(column).to_pylist():
+        folder = target / f"{PART}={period}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows.filter(pc.equal(column, period)), folder / "part-0.parquet")
+        written[period] = [str((folder / "part-0.parquet").relative_to(root))]
+    return written
+
+
+def recompute(spark: SparkSession, settings: Settings, plan: Plan, base: Manifest) -> Update:
+    """Rebuild the plan's event days from every lake record below the cutoffs."""
+    lake = Lake(settings.lake_path, settings.events_topic)
+    table = DeltaTable(str(settings.lake_path), version=plan.lake_version)
+    files = lake.files_of_days(table, plan.days)
+    replaced = {p for p in _all_periods(base) if p[:10] in plan.days}
+    if not files:
+        return _emptied(replaced)
+    rows = read_lake(spark, settings, files).where(cutoff_condition(plan.cutoffs))
+    fresh = Manifest(0, "", "", "", -1, {})  # a recompute writes hour periods; compaction may merge them again
+    new = first_copies(rows).withColumn(PERIOD, functions.expr(hour_period(fresh))).cache()
+    periods = sorted(r[PERIOD] for r in new.select(PERIOD).distinct().collect())
+    update = _write(spark, settings, plan, base, new, periods=periods, carry_forward=False)
+    emptied = _emptied(replaced - update.replaced)  # periods that have no rows any more
+    for view in VIEWS:
+        update.segments[view.name].update(emptied.segments[view.name])
+    update.ids.update(emptied.ids)
+    update.replaced |= replaced
+    return update
+
+
+def _emptied(periods: set[str]) -> Update:
+    return Update(
+        segments={view.name: {p: [] for p in periods} for view in VIEWS},
+        ids={p: [] for p in periods},
+        replaced=set(periods),
+    )
+
+
+def _all_periods(manifest: Manifest) -> set[str]:
+    return set(manifest.ids) | {p for periods in manifest.segments.values() for p in periods}
+
+
+def _write(
+    spark: SparkSession,
+    settings: Settings,
+    plan: Plan,
+    base: Manifest,
+    new: DataFrame,
+    *,
+    periods: list[str],
+    carry_forward: bool,
+) -> Update:
+    """Write the ids and view rows of ``periods``; with ``carry_forward`` merged into the base's rows."""
+    root = settings.batch_views_path
+    attempt = f"{plan.version:06d}-{uuid.uuid4().hex[:8]}"
+    folder = root / SEGMENTS / attempt
+    update = Update(replaced=set(periods))
+    new.createOrReplaceTempView("new_events")
+    update.counted = new.count()
+    _split_write(new.select(PERIOD, "event_id"), folder / IDS)
+    written_ids = _listed(folder / IDS, root)
+    for period in periods:
+        runs = (base.ids.get(period, []) if carry_forward else []) + written_ids.get(period, [])
+        update.ids[period] = runs
+    _compact_ids(spark, root, folder / "ids-merged", update)
+    for view in VIEWS:
+        old = [f for p in periods for f in base.segments.get(view.name, {}).get(p, [])] if carry_forward else []
+        rows = _view_rows(spark, view, [str(root / f) for f in old])
+        _split_write(rows, folder / view.name)
+        written = _listed(folder / view.name, root)
+        update.segments[view.name] = {period: written.get(period, []) for period in periods}
+    new.unpersist()
+    return update
+
+
+def _view_rows(spark: SparkSession, view: View, old_files: list[str]) -> DataFrame:
+    """The view's rows of the new events, merged into ``old_files`` (the periods' previous rows) if any."""
+    partial = spark.sql(view.aggregate_sql("new_events", by=(PERIOD,)))
+    if not old_files:
+        return partial
+    columns = [PERIOD, *view.key_columns, *view.measure_columns]
+    old = spark.read.parquet(*old_files).select(*columns)
+    old.unionByName(partial).createOrReplaceTempView("view_parts")
+    return spark.sql(view.merge_sql("view_parts", by=(PERIOD,)))
+
+
+def _split_write(rows: DataFrame, target: Path, gather: bool = True) -> None:
+    """A folder per period (``part=<period>``), the period kept as a column inside the files.
+
+    ``gather`` shuffles each period's rows into one file; without it each task writes its share (one
+    file per task and period), which spares a shuffle when the rows are already spread by key.
+    """
+    labelled = rows.withColumn(PART, functions.col(PERIOD))
+    if gather:
+        labelled = labelled.repartition(PART)
+    labelled.write.mode("overwrite").partitionBy(PART).parquet(str(target))
+
+
+def _listed(folder: Path, root: Path) -> dict[str, list[str]]:
+    """Period -> the Parquet files a split write left in ``folder`` (relative to ``root``)."""
+    found: dict[str, list[str]] = {}
+    for file in sorted(folder.glob(f"{PART}=*/*.parquet")):
+        found.setdefault(file.parent.name.split("=", 1)[1], []).append(str(file.relative_to(root)))
+    return found
+
+
+def _compact_ids(spark: SparkSession, root: Path, folder: Path, update: Update) -> None:
+    """Merge the id files of periods that have gathered too many runs (cost follows those periods, rarely)."""
+    crowded = {p: files for p, files in update.ids.items() if len(files) > MAX_ID_RUNS}
+    if not crowded:
+        return
+    every = [str(root / f) for files in crowded.values() for f in files]
+    ids = spark.read.parquet(*every).select(PERIOD, "event_id")
+    _split_write(ids.coalesce(1), folder)
+    merged = _listed(folder, root)
+    for period in crowded:
+        update.ids[period] = merged.get(period, [])

@@ -1,0 +1,151 @@
+"""What is already counted, so the speed layer counts each ``event_id`` once wherever its copies land.
+
+Two sources, both exact (``plumbing.event_ids.IdSet``, 16 bytes an id):
+
+- **the speed layer's own**: ids counted in retained segments, by this worker and, read from what
+  they publish, by every other worker (``tail``), whatever the partition. Publishes are serialised by
+  one lock across workers and each worker reads the others' new ids before it publishes, so of two
+  copies counted at once on two partitions the first one published wins; the other is dropped before
+  it is ever aggregated (``SpeedWorker._publish``).
+- **the batch layer's**: the ids a batch version counted below its cutoff (``BatchIds``, from the
+  manifest's id index, per period of event time). Copies share their event time, so an event can
+  have a copy below the cutoff only if its time is no later than the version's creation (plus the
+  producers' clock skew); only those are looked up, in their own period.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from lambda_contracts.manifest import EMPTY, Manifest
+from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences
+from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root
+
+log = logging.getLogger(__name__)
+
+
+class BatchIds:
+    """The ids one batch version counted below its cutoff, loaded per period as events need them."""
+
+    def __init__(self, root: Path, skew: timedelta, keep_periods: int = 48) -> None:
+        self.root = root
+        self.skew = skew
+        self.keep_periods = keep_periods
+        self.manifest: Manifest = EMPTY
+        self._periods: OrderedDict[str, tuple[IdSet, set[str]]] = OrderedDict()
+
+    def use(self, manifest: Manifest) -> None:
+        """Move to ``manifest``: loaded periods take its added files, or reload if it rewrote them."""
+        self.manifest = manifest
+        for period, (ids, loaded) in list(self._periods.items()):
+            files = set(manifest.ids.get(period, []))
+            if loaded <= files:
+                for file in sorted(files - loaded):
+                    ids.add(_read_ids(self.root / file))
+                loaded.update(files)
+            else:  # a recompute or a compaction replaced them
+                del self._periods[period]
+
+    def counted(self, events: pa.Table) -> npt.NDArray[np.bool_]:
+        """For each event, whether this version counted its id below the cutoff."""
+        found = np.zeros(events.num_rows, dtype=np.bool_)
+        if not self.manifest.ids or not events.num_rows:
+            return found
+        horizon = datetime.fromisoformat(self.manifest.created_at) + self.skew
+        times = events.column("event_time")
+        candidates = pc.less_equal(times, pa.scalar(horizon, times.type))
+        if not pc.any(candidates).as_py():
+            return found
+        hours = pc.strftime(times, format="%Y-%m-%dT%H", locale="C").to_numpy(zero_copy_only=False)
+        mask = candidates.to_numpy(zero_copy_only=False)
+        ids = events.column("event_id")
+        for hour in np.unique(hours[mask]):
+            rows = mask & (hours == hour)
+            period = self.manifest.period_of(str(hour))
+            if period in self.manifest.ids:
+                found[rows] = self._period(period).contains(ids.filter(pa.array(rows)))
+        return found
+
+    def added(self, previous: Manifest) -> IdSet:
+        """Every id ``manifest`` counts in files ``previous`` did not have (what the new version added)."""
+        added = IdSet()
+        for period, files in self.manifest.ids.items():
+            for file in sorted(set(files) - set(previous.ids.get(period, []))):
+                added.add(_read_ids(self.root / file))
+        return added
+
+    def _period(self, period: str) -> IdSet:
+        if period not in self._periods:
+            files = self.manifest.ids.get(period, [])
+            self._periods[period] = (IdSet.of(_read_ids(self.root / f) for f in files), set(files))
+            while len(self._periods) > self.keep_periods:
+                self._periods.popitem(last=False)
+        self._periods.move_to_end(period)
+        return self._periods[period][0]
+
+
+def _read_ids(path: Path) -> pa.Array:
+    return pq.read_table(path, columns=["event_id"]).column("event_id").combine_chunks()
+
+
+class Counted:
+    """The dedup authority of one speed worker: the speed layer's counted ids and the batch's."""
+
+    def __init__(self, batch: BatchIds) -> None:
+        self.speed = IdSet()
+        self.batch = batch
+        self._tailed: dict[int, tuple[int, int]] = {}
+        """Other partitions: (epoch, offset up to which their published ids are loaded)."""
+
+    def fresh(self, partition: int, events: pa.Table) -> pa.Table:
+        """The events to count: first copies whose id nobody counted yet; they are claimed for ``partition``."""
+        if not events.num_rows:
+            return events
+        ids = events.column("event_id")
+        keep = first_occurrences(ids) & ~self.speed.contains(ids) & ~self.batch.counted(events)
+        fresh = events if keep.all() else events.filter(pa.array(keep))
+        self.speed.add(fresh.column("event_id"), partition, fresh.column("kafka_offset").to_numpy())
+        return fresh
+
+    def tail(self, speed_root: Path, snapshot: PartitionSnapshot) -> IdSet:
+        """Load the ids another worker published for its partition since we last looked; returns them."""
+        partition = snapshot.partition
+        epoch, loaded_to = self._tailed.get(partition, (-1, 0))
+        if snapshot.epoch != epoch:  # it rebuilt the partition: what it counted before may be gone
+            self.speed.drop(partition)
+            loaded_to = 0
+        self.speed.drop(partition, below=snapshot.cutoff)
+        new = IdSet()
+        root = partition_root(speed_root, partition)
+        for segment in snapshot.segments:
+            if segment.end <= max(loaded_to, snapshot.cutoff):
+                continue
+            for path in sorted((root / segment.folder).glob("ids-*.parquet")):
+                table = pq.read_table(path)
+                offsets = table.column("kafka_offset")
+                table = table.filter(pc.greater_equal(offsets, max(loaded_to, snapshot.cutoff)))
+                if table.num_rows:
+                    ids, at = table.column("event_id"), table.column("kafka_offset").to_numpy()
+                    self.speed.add(ids, partition, at)
+                    new.add(ids)
+        self._tailed[partition] = (snapshot.epoch, max(loaded_to, snapshot.next_offset))
+        return new
+
+    def drop_below(self, cutoffs: dict[int, int]) -> None:
+        """The batch counts what lies below its cutoffs now: the speed layer's copies of it go."""
+        for partition, cutoff in cutoffs.items():
+            self.speed.drop(partition, below=cutoff)
+
+    def forget_tailed(self, partition: int) -> None:
+        """We own ``partition`` now: its ids come from its own state."""
+        self.speed.drop(partition)
+        self._tailed.pop(partition, None)
