@@ -554,11 +554,31 @@ def bench_chaos(
     minutes: Annotated[float, typer.Option(help="How long to soak.")] = 10.0,
     seed: Annotated[int, typer.Option(help="Same seed, same kill plan and records.")] = 7,
     rate: Annotated[float, typer.Option(help="Records per second, per source.")] = 100.0,
+    cross_partition_share: Annotated[
+        float, typer.Option(help="Share of redeliveries resent under another key (another partition).")
+    ] = 0.5,
+    kill: Annotated[
+        list[str] | None,
+        typer.Option(help="Kill only these (repeatable): broker, lake-sink, speed, serve, batch-spark, batch-publish."),
+    ] = None,
+    no_kills: Annotated[bool, typer.Option("--no-kills", help="Kill nothing: the soak's baseline.")] = False,
 ) -> None:
     """The whole platform under random SIGKILLs; merged views checked against a recompute every second."""
-    from benchmarks.chaos import report, run_chaos
+    from benchmarks.chaos import KINDS, report, run_chaos
 
-    for line in report(run_chaos(get_settings(), minutes=minutes, seed=seed, rate=rate, show=typer.echo)):
+    unknown = sorted(set(kill or ()) - set(KINDS))
+    if unknown:
+        raise typer.BadParameter(f"unknown kind(s) {unknown}; choose from {', '.join(KINDS)}", param_hint="--kill")
+    figures = run_chaos(
+        get_settings(),
+        minutes=minutes,
+        seed=seed,
+        rate=rate,
+        cross_partition_share=cross_partition_share,
+        kinds=() if no_kills else tuple(kill or KINDS),
+        show=typer.echo,
+    )
+    for line in report(figures):
         typer.echo(line)
 
 

@@ -111,7 +111,8 @@ class Counted:
         if not events.num_rows:
             return events
         ids = events.column("event_id")
-        keep = first_occurrences(ids) & ~self.speed.contains(ids) & ~self.batch.counted(events)
+        elsewhere = self.speed.contains(ids, ignoring=held_tag(partition))  # its own old copies do not block it
+        keep = first_occurrences(ids) & ~elsewhere & ~self.batch.counted(events)
         fresh = events if keep.all() else events.filter(pa.array(keep))
         self.speed.add(fresh.column("event_id"), partition, fresh.column("kafka_offset").to_numpy())
         return fresh
@@ -144,8 +145,24 @@ class Counted:
         """The batch counts what lies below its cutoffs now: the speed layer's copies of it go."""
         for partition, cutoff in cutoffs.items():
             self.speed.drop(partition, below=cutoff)
+            self.speed.drop(held_tag(partition), below=cutoff)
+
+    def hold(self, partition: int, from_offset: int) -> None:
+        """``partition`` rebuilds from ``from_offset``, but readers still see what it published: those ids
+        keep blocking copies on other partitions (not on its own) until the rebuilt state is published."""
+        self.speed.retag(partition, from_offset, held_tag(partition))
+
+    def release(self, partition: int) -> None:
+        """The rebuilt state of ``partition`` is published: what it published before no longer counts."""
+        self.speed.drop(held_tag(partition))
 
     def forget_tailed(self, partition: int) -> None:
-        """We own ``partition`` now: its ids come from its own state."""
+        """We own ``partition`` now, or lost it: its ids come from its own state, or from what it publishes."""
         self.speed.drop(partition)
+        self.speed.drop(held_tag(partition))
         self._tailed.pop(partition, None)
+
+
+def held_tag(partition: int) -> int:
+    """The tag of ids ``partition`` published before a rebuild that is not published yet."""
+    return -2 - partition

@@ -51,6 +51,9 @@ class PartitionState:
     """The batch version whose counted ids this state was checked against (see ``speed_snapshot``)."""
     valid_from: int = 0
     epoch: int = 0
+    hold_until: int = 0
+    """A rebuild from below what was published is published only once it reaches this offset again:
+    until then readers keep the previous snapshot, so no offset they see goes backwards."""
     opened_at: float = field(default_factory=time.monotonic)
     changed: bool = False
     pending: list[pa.Table] = field(default_factory=list)

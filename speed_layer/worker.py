@@ -142,22 +142,21 @@ class SpeedWorker:
             cutoff = self.manifest.cutoffs.get(partition, 0)
             self.counted.forget_tailed(partition)
             state = restore(self.root, partition, cutoff)
-            if state is not None and state.reconciled != self.manifest.version:
-                # checked against another batch version: its counts may clash with ours; recount from C
-                log.info(
-                    "speed partition %d was reconciled with batch version %d, not %d: rebuilding",
-                    partition,
-                    state.reconciled,
-                    self.manifest.version,
-                )
-                state.restart_at(cutoff)
-                state.valid_from = self.manifest.version
             if state is None:  # published at once, so readers and probes see the partition is owned
                 state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff, changed=True)
                 state.valid_from = self.manifest.version
             else:
                 ids = counted_ids(self.root, state)
                 self.counted.speed.add(ids.column("event_id"), partition, ids.column("kafka_offset").to_numpy())
+                if state.reconciled != self.manifest.version:
+                    # checked against another batch version: its counts may clash with ours; recount from C
+                    self._restart_at(
+                        state,
+                        cutoff,
+                        f"was reconciled with batch version {state.reconciled}, not "
+                        f"{self.manifest.version}: rebuilds from the cutoff",
+                    )
+                    state.valid_from = self.manifest.version
             state.reconciled = self.manifest.version
             state.changed = True
             self.states[partition] = state
@@ -216,8 +215,13 @@ class SpeedWorker:
 
     def _restart_at(self, state: PartitionState, offset: int, why: str) -> None:
         log.warning("speed partition %d %s at offset %d", state.partition, why, offset)
+        if offset < state.next_offset and state.sequence > 0:
+            # readers keep what it published until the rebuild is back there; so do other partitions
+            state.hold_until = max(state.hold_until, state.next_offset)
+            self.counted.hold(state.partition, from_offset=offset)
+        else:
+            self.counted.speed.drop(state.partition, from_offset=offset)
         state.restart_at(offset)
-        self.counted.speed.drop(state.partition, from_offset=offset)
         self._forget_reads(state.partition)
         self.consumer.seek(TopicPartition(self.topic, state.partition), offset)
 
@@ -292,6 +296,8 @@ class SpeedWorker:
                     self.copies_elsewhere += state.drop_pending(published_elsewhere.contains)
             settle_all(self.states.values(), self.connection)
             for partition, state in list(self.states.items()):
+                if state.next_offset < state.hold_until:
+                    continue  # rebuilding: its previous snapshot stays current until the rebuild reaches it
                 seal = state.seal_due(self.settings.speed_segment_seconds) or force
                 if not state.changed and not seal:
                     continue
@@ -302,12 +308,17 @@ class SpeedWorker:
                     log.warning("%s; dropping it", lost)
                     del self.states[partition]
                     self._forget_reads(partition)
+                    self.counted.forget_tailed(partition)  # read back from what its owner publishes
                     continue
                 except Exception as error:
                     if not out_of_space(error):
                         raise
                     self.space.failed(error)  # the state stays in memory, unpublished: retried later
                     return
+                if state.hold_until:
+                    log.info("speed partition %d rebuilt up to offset %d: published", partition, state.next_offset)
+                    state.hold_until = 0
+                    self.counted.release(partition)
                 if previous_open is not None and previous_open != state.last_open_folder:
                     superseded = partition_root(self.root, partition) / previous_open
                     self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)

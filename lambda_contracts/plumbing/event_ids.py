@@ -99,11 +99,11 @@ class IdSet:
             self._runs.append(run)
             self._settle()
 
-    def contains(self, ids: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-        """For each id, whether the set holds it."""
-        return self.contains_words(*id_words(ids))
+    def contains(self, ids: pa.Array | pa.ChunkedArray, ignoring: int | None = None) -> npt.NDArray[np.bool_]:
+        """For each id, whether the set holds it (counted anywhere but under the tag ``ignoring``)."""
+        return self.contains_words(*id_words(ids), ignoring=ignoring)
 
-    def contains_words(self, high: Words, low: Words) -> npt.NDArray[np.bool_]:
+    def contains_words(self, high: Words, low: Words, ignoring: int | None = None) -> npt.NDArray[np.bool_]:
         found = np.zeros(len(high), dtype=np.bool_)
         for run in self._runs:
             run_high, run_low = run["high"], run["low"]
@@ -111,8 +111,17 @@ class IdSet:
             end = np.searchsorted(run_high, high, side="right")
             for step in range(int((end - start).max(initial=0))):  # equal high words: almost never more than one
                 index = np.minimum(start + step, len(run_high) - 1)
-                found |= (start + step < end) & (run_low[index] == low)
+                hit = (start + step < end) & (run_low[index] == low)
+                if ignoring is not None:
+                    hit &= run["partition"][index] != ignoring
+                found |= hit
         return found
+
+    def retag(self, partition: int, from_offset: int, tag: int) -> None:
+        """Move what ``partition`` counted from ``from_offset`` on under another tag (kept, not dropped)."""
+        for run in self._runs:
+            moved = (run["partition"] == partition) & (run["offset"] >= from_offset)
+            run["partition"][moved] = tag
 
     def drop(self, partition: int, below: int | None = None, from_offset: int | None = None) -> None:
         """Forget what ``partition`` counted below ``below`` and/or from ``from_offset`` on (all if neither)."""

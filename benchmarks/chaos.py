@@ -1,0 +1,556 @@
+"""Chaos soak: the whole platform under random SIGKILLs, its merged views checked every second.
+
+A three-node local broker cluster (replication 3, min ISR 2), simulators with late events,
+redeliveries (on the same partition and, resent under another key, on another one) and malformed
+records; a lake sink, two speed workers and serve as processes; a batch run every minute. At random
+instants one of them is SIGKILLed: a broker node (restarted after a few seconds), the lake sink, a
+speed worker, serve (each restarted at once, as a supervisor would), a batch run in the middle of
+its Spark job or in the middle of writing and publishing its version (started again under the same
+run id, as Airflow's retry would).
+
+Every second the merged views are read through the serving layer's Python API and compared with an
+independent recompute (``OracleViews``: pyarrow aggregates straight from the view declarations, no
+SQL) of exactly the valid records below the offsets that snapshot reflects, each ``event_id`` once.
+At the end: records acknowledged to the producer that are missing from the topic or the lake
+(``lost``) or present twice (``duplicated``).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from kafka import TopicPartition
+
+from batch_layer.lake import Lake
+from infra.local_broker import LocalBroker
+from infra.topics import ensure_topics
+from lambda_contracts.columns import events_to_arrow
+from lambda_contracts.intake import split
+from lambda_contracts.plumbing.kafka import admin_client, events_end_offsets, new_consumer, quiet_kafka_logs
+from lambda_contracts.serde import JsonSerde
+from lambda_contracts.settings import Settings
+from lambda_contracts.topics import platform_topics
+from lambda_contracts.views import VIEWS, View
+from serving_layer.query import serving_connection
+from sources.producer import BatchingProducer
+from sources.run import RunReport, build_simulators, run_simulation
+
+KINDS = ("broker", "lake-sink", "speed", "serve", "batch-spark", "batch-publish")
+BATCH_EVERY_S = 60.0
+BROKER_DOWN_S = (4.0, 10.0)
+
+
+@dataclass
+class ChaosFigures:
+    kills: Counter[str] = field(default_factory=Counter)
+    samples: int = 0
+    mismatched: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    max_freshness_s: float = 0.0
+    produced: int = 0
+    reflected: int = 0
+    batch_versions: int = 0
+    batch_failures: int = 0
+    mismatch_notes: list[str] = field(default_factory=list)
+    sample_seconds: list[tuple[float, float]] = field(default_factory=list)
+    """Per sample: reading the merged views (and the oracle catching up), recomputing them."""
+
+    def last_line(self) -> str:
+        return (
+            f"kills={sum(self.kills.values())} samples={self.samples} mismatched_samples={self.mismatched} "
+            f"lost={self.lost} duplicated={self.duplicated} max_freshness_s={self.max_freshness_s:.1f}"
+        )
+
+
+# -- the independent recompute ------------------------------------------------------------------------
+
+
+class OracleViews:
+    """Every valid record of the topic, read as it arrives; views of any prefix, computed with pyarrow."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tables: dict[int, list[pa.Table]] = {p: [] for p in range(settings.topic_partitions)}
+        self.read_to: dict[int, int] = dict.fromkeys(range(settings.topic_partitions), 0)
+        self.appended: dict[int, list[tuple[int, float]]] = {p: [] for p in range(settings.topic_partitions)}
+        """Per partition, (offset, append time in seconds) of every record, for freshness."""
+        self._lock = threading.Lock()
+        self._events = events_to_arrow([])
+        """Every valid record read so far, in one table (new reads are appended at the next ``rows``)."""
+
+    def follow(self, stop: threading.Event) -> None:
+        consumer = new_consumer(self.settings, group_id=None, max_poll_records=5000)
+        tps = [TopicPartition(self.settings.events_topic, p) for p in range(self.settings.topic_partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        try:
+            while not stop.is_set():
+                for tp, records in consumer.poll(timeout_ms=200).items():
+                    accepted, _ = split(records, JsonSerde(), rejected_by="oracle")  # pydantic, record by record
+                    with self._lock:
+                        self._tables[tp.partition].append(events_to_arrow(accepted))
+                        self.appended[tp.partition].extend((r.offset, r.timestamp / 1000) for r in records)
+                        self.read_to[tp.partition] = records[-1].offset + 1
+        finally:
+            consumer.close(autocommit=False)
+
+    @classmethod
+    def of(cls, events: pa.Table, partitions: int = 6) -> OracleViews:
+        """An oracle over events already read (for checking the oracle itself)."""
+        oracle = cls(Settings(topic_partitions=partitions))
+        oracle._tables[0].append(events)
+        return oracle
+
+    def covers(self, reflected: dict[int, int]) -> bool:
+        with self._lock:
+            return all(self.read_to[p] >= offset for p, offset in reflected.items())
+
+    def rows(self, reflected: dict[int, int]) -> dict[str, Counter[tuple[str, ...]]]:
+        with self._lock:
+            parts = [t for p in self._tables for t in self._tables[p]]
+            for partition in self._tables:
+                self._tables[partition] = []
+        self._events = pa.concat_tables([self._events, *parts]).combine_chunks()  # few chunks: fast kernels
+        events = self._events
+        events = events.filter(pc.less(events.column("kafka_offset"), _per_partition(events, reflected)))
+        events = _first_copies(events)
+        return {view.name: _aggregate(events, view) for view in VIEWS}
+
+    def oldest_unreflected_age(self, reflected: dict[int, int], now: float) -> float:
+        """Seconds since the oldest record the views do not reflect yet was appended (0: all reflected)."""
+        ages = []
+        with self._lock:
+            for partition, offset in reflected.items():
+                appended = self.appended[partition]
+                if offset < len(appended):
+                    ages.append(now - appended[offset][1])
+        return max(ages, default=0.0)
+
+
+def _per_partition(events: pa.Table, reflected: dict[int, int]) -> pa.Array:
+    """For each row, the reflected offset of its partition."""
+    partitions = events.column("kafka_partition").to_numpy(zero_copy_only=False)
+    top = max(max(reflected, default=0), int(partitions.max(initial=0)))
+    limits = np.array([reflected.get(p, 0) for p in range(top + 1)], np.int64)
+    return pa.array(limits[partitions], pa.int64())
+
+
+def _first_copies(events: pa.Table) -> pa.Table:
+    """Each event_id once: its first copy by (partition, offset)."""
+    order = pc.sort_indices(events, [("kafka_partition", "ascending"), ("kafka_offset", "ascending")])
+    events = events.take(order).append_column("row", pa.array(range(events.num_rows), pa.int64()))
+    first = events.group_by("event_id").aggregate([("row", "min")]).column("row_min")
+    return events.take(first).drop_columns(["row"])
+
+
+_GRAIN = {"minute": "minute", "hour": "hour", "day": "day"}
+
+
+def _aggregate(events: pa.Table, view: View) -> Counter[tuple[str, ...]]:
+    mine = events.filter(pc.equal(events.column("event_type"), view.event_type))
+    for condition in view.filters:
+        mine = mine.filter(pc.is_in(mine.column(condition.column), pa.array(condition.values)))
+    bucket = pc.floor_temporal(mine.column("event_time"), unit=_GRAIN[view.grain])
+    table = pa.table(
+        {"bucket": bucket}
+        | {d.name: mine.column(d.source) for d in view.dimensions}
+        | {f"m{i}": mine.column(m.column or "event_id") for i, m in enumerate(view.measures)}
+    )
+    functions = {"count": "count", "sum": "sum", "min": "min", "max": "max"}
+    keys = ["bucket", *(d.name for d in view.dimensions)]
+    grouped = table.group_by(keys).aggregate([(f"m{i}", functions[m.aggregate]) for i, m in enumerate(view.measures)])
+    ordered = grouped.select([*keys, *(f"m{i}_{functions[m.aggregate]}" for i, m in enumerate(view.measures))])
+    return text_rows(tuple(row.values()) for row in ordered.to_pylist())
+
+
+def text_rows(rows: Iterable[Sequence[Any]]) -> Counter[tuple[str, ...]]:
+    """Rows as a multiset of text tuples: equal values, equal text, whatever engine produced them."""
+    return Counter(tuple(_text(v) for v in row) for row in rows)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal):
+        return str(value.normalize()) if value else "0"
+    return str(value)
+
+
+def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[tuple[str, ...]]]]:
+    """One resolved serving snapshot: the offsets it reflects and every merged view's rows."""
+    connection = serving_connection(settings)
+    try:
+        status = connection.sql("SELECT kafka_partition, reflected_offset FROM serving_status").fetchall()
+        views = {}
+        for view in VIEWS:
+            columns = ", ".join((*view.key_columns, *view.measure_columns))
+            rows = connection.sql(f"SELECT {columns} FROM {view.name}").fetchall()
+            views[view.name] = text_rows(rows)
+    finally:
+        connection.close()
+    return {int(p): int(o) for p, o in status}, views
+
+
+# -- the platform under test --------------------------------------------------------------------------
+
+
+class Platform:
+    """The platform's processes, restarted after every kill."""
+
+    def __init__(self, settings: Settings, folder: Path, cluster: LocalBroker) -> None:
+        self.settings = settings
+        self.folder = folder
+        self.cluster = cluster
+        self.env = settings.child_environment()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.batch: subprocess.Popen[bytes] | None = None
+        self.batch_runs = 0
+
+    def start(self, name: str) -> None:
+        command = {"lake-sink": ["lake-sink"], "speed-1": ["speed"], "speed-2": ["speed"], "serve": ["serve"]}[name]
+        self.processes[name] = self._launch(name, command)
+
+    def _launch(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        with (self.folder / f"{name}.log").open("ab") as out:
+            return subprocess.Popen([sys.executable, "-m", "lambdactl", *command], env=self.env, stdout=out, stderr=out)
+
+    def kill(self, name: str) -> None:
+        process = self.processes[name]
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.start(name)
+
+    def start_batch(self, run_id: str) -> subprocess.Popen[bytes]:
+        log = self.folder / f"batch-{run_id}.log"
+        with log.open("ab") as out:
+            return subprocess.Popen(
+                [sys.executable, "-m", "lambdactl", "batch", "advance", "--run-id", run_id],
+                env=self.env,
+                stdout=out,
+                stderr=out,
+            )
+
+    def run_batches(self, stop: threading.Event, kills: list[str], figures: ChaosFigures, rng: random.Random) -> None:
+        """A batch run every ``BATCH_EVERY_S``; a failed or killed run is retried at once under its run id.
+
+        ``kills`` holds the batch kills asked for (``batch-spark``, ``batch-publish``): the next run is
+        killed inside that step, seen in its log, which is read every few milliseconds (the publish
+        step lasts well under a second).
+        """
+        marks = {"batch-spark": "computing version", "batch-publish": "writing version"}
+        next_run = time.monotonic() + 20.0
+        while not stop.is_set() or kills:  # kills asked for still land after the soak's last second
+            if time.monotonic() < next_run and not kills:
+                stop.wait(0.2)
+                continue
+            self.batch_runs += 1
+            run_id = f"chaos-{self.batch_runs}"
+            while True:
+                kind = kills[0] if kills else None
+                self.batch = self.start_batch(run_id)
+                killed = self._kill_inside(self.batch, run_id, marks[kind], rng) if kind else False
+                code = self.batch.wait()
+                if killed and kind:
+                    kills.remove(kind)
+                    figures.kills[kind] += 1
+                elif code == 0:
+                    figures.batch_versions += 1
+                    break
+                else:
+                    figures.batch_failures += 1  # retried under the same run id, as Airflow would
+                    if stop.is_set():
+                        break
+            next_run = time.monotonic() + BATCH_EVERY_S
+
+    def _kill_inside(self, run: subprocess.Popen[bytes], run_id: str, mark: str, rng: random.Random) -> bool:
+        log = self.folder / f"batch-{run_id}.log"
+        seen = log.stat().st_size  # a retry appends to the same log: only what this run writes counts
+        while run.poll() is None:
+            with log.open("rb") as text:
+                text.seek(seen)
+                if mark.encode() in text.read():
+                    time.sleep(rng.uniform(0.0, 0.1))  # an instant inside the step
+                    if run.poll() is not None:
+                        return False
+                    run.send_signal(signal.SIGKILL)
+                    run.wait()
+                    return True
+            time.sleep(0.005)  # reading the run's own log: the step's line is the signal
+        return False
+
+    def stop(self) -> None:
+        for process in [*self.processes.values(), *([self.batch] if self.batch else [])]:
+            if process.poll() is None:
+                process.terminate()
+        for process in [*self.processes.values(), *([self.batch] if self.batch else [])]:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def run_chaos(
+    settings: Settings,
+    *,
+    minutes: float = 10.0,
+    seed: int = 7,
+    rate: float = 100.0,
+    cross_partition_share: float = 0.5,
+    kinds: tuple[str, ...] = KINDS,
+    show: Callable[[str], None] = print,
+) -> ChaosFigures:
+    """``rate`` is records per second per source (three sources); ``cross_partition_share`` of the
+    redeliveries (5 % of records) are resent under another key, so land on another partition."""
+    figures = ChaosFigures()
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+        folder = Path(scratch)
+        settings = _soak_settings(settings, folder)
+        cluster = LocalBroker(settings)
+        cluster.start()
+        stop = threading.Event()
+        platform = Platform(settings, folder, cluster)
+        try:
+            with admin_client(settings) as admin:
+                ensure_topics(admin, platform_topics(settings))
+            oracle = OracleViews(settings)
+            threads = [threading.Thread(target=oracle.follow, args=(stop,), daemon=True)]
+            report: list[RunReport] = []
+            producing = threading.Event()
+            simulators = build_simulators(
+                serde=JsonSerde(),
+                start=datetime.now(UTC),
+                seed=seed,
+                rate=rate,
+                late_share=0.2,
+                max_lateness=timedelta(hours=2),
+                duplicate_share=0.05,
+                cross_partition_share=cross_partition_share,
+                malformed_share=0.01,
+            )
+            producer = BatchingProducer(settings, settings.events_topic)
+            threads.append(
+                threading.Thread(
+                    target=lambda: report.append(run_simulation(simulators, producer, stop=producing, realtime=True)),
+                    daemon=True,
+                )
+            )
+            for thread in threads:
+                thread.start()
+            for name in ("lake-sink", "speed-1", "speed-2", "serve"):
+                platform.start(name)
+            _soak(
+                settings,
+                platform,
+                oracle=oracle,
+                figures=figures,
+                rng=rng,
+                seconds=minutes * 60,
+                kinds=kinds,
+                show=show,
+            )
+            producing.set()
+            threads[1].join(timeout=300)
+            figures.produced = report[0].records if report else 0
+            _settle(settings, platform, oracle, figures, show)
+            _count_losses(settings, figures)
+        finally:
+            stop.set()
+            platform.stop()
+            cluster.stop()
+    return figures
+
+
+def _soak_settings(settings: Settings, folder: Path) -> Settings:
+    return settings.model_copy(
+        update={
+            "data_dir": folder,
+            "broker_nodes": 3,
+            "topic_replication_factor": 3,
+            "topic_min_insync_replicas": 2,
+            "lake_flush_seconds": 1.0,
+            "speed_segment_seconds": 2.0,
+            "speed_prune_grace_seconds": 10.0,
+            "consumer_session_timeout_ms": 6000,
+            "speed_stale_after_seconds": 30.0,
+        }
+    )
+
+
+def _soak(
+    settings: Settings,
+    platform: Platform,
+    *,
+    oracle: OracleViews,
+    figures: ChaosFigures,
+    rng: random.Random,
+    seconds: float,
+    kinds: tuple[str, ...],
+    show: Callable[[str], None],
+) -> None:
+    """Kill by plan for ``seconds`` while batch runs and samples go on in threads of their own."""
+    started = time.monotonic()
+    plan = list(kinds)  # every kind once, then more at random up to one kill per 20 s
+    rng.shuffle(plan)
+    plan += [rng.choice(kinds) for _ in range(int(seconds / 20) - len(plan))] if kinds else []
+    instants = sorted(rng.uniform(10.0, max(10.0, 0.75 * seconds)) for _ in plan)
+    done = threading.Event()
+    batch_kills: list[str] = []
+    threads = [
+        threading.Thread(target=platform.run_batches, args=(done, batch_kills, figures, random.Random(rng.random()))),
+        threading.Thread(target=_sample_every_second, args=(settings, oracle, figures, done)),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for kind, instant in zip(plan, instants, strict=True):
+            if done.wait(timeout=max(0.0, started + instant - time.monotonic())):
+                break
+            show(f"  {time.monotonic() - started:5.0f} s: kill {kind}")
+            if kind == "broker":
+                node = platform.cluster.node(rng.randrange(1, 4))
+                node.kill()
+                figures.kills["broker"] += 1
+                time.sleep(rng.uniform(*BROKER_DOWN_S))  # the node stays down a while (no signal to wait for)
+                with quiet_kafka_logs():
+                    platform.cluster.start()  # waits until the node answers again
+            elif kind in ("lake-sink", "serve"):
+                platform.kill(kind)
+                figures.kills[kind] += 1
+            elif kind == "speed":
+                platform.kill(rng.choice(["speed-1", "speed-2"]))
+                figures.kills["speed"] += 1
+            else:
+                batch_kills.append(kind)  # the batch thread kills its next run inside that step
+        remaining = seconds - (time.monotonic() - started)
+        done.wait(timeout=max(0.0, remaining))
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+
+
+def _sample_every_second(settings: Settings, oracle: OracleViews, figures: ChaosFigures, done: threading.Event) -> None:
+    done.wait(timeout=5.0)
+    while not done.is_set():
+        began = time.monotonic()
+        _sample(settings, oracle, figures)
+        done.wait(timeout=max(0.0, 1.0 - (time.monotonic() - began)))
+
+
+def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> None:
+    began = time.monotonic()
+    try:
+        reflected, views = merged_rows(settings)
+    except Exception as error:  # a read that fails is a finding too
+        figures.mismatched += 1
+        figures.mismatch_notes.append(f"read failed: {error!r}")
+        return
+    deadline = time.monotonic() + 10
+    while not oracle.covers(reflected) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the oracle's consumer catching up to the offsets the snapshot reflects
+    if not oracle.covers(reflected):
+        return
+    read = time.monotonic()
+    figures.samples += 1
+    figures.reflected = sum(reflected.values())
+    figures.max_freshness_s = max(figures.max_freshness_s, oracle.oldest_unreflected_age(reflected, time.time()))
+    expected = oracle.rows(reflected)
+    figures.sample_seconds.append((read - began, time.monotonic() - read))
+    wrong = [name for name in expected if expected[name] != views[name]]
+    if wrong:
+        figures.mismatched += 1
+        name = wrong[0]
+        missing, extra = expected[name] - views[name], views[name] - expected[name]
+        figures.mismatch_notes.append(
+            f"views {wrong} differ at reflected offsets {reflected}; {name}: {sum(missing.values())} rows "
+            f"missing (e.g. {next(iter(missing), None)}), {sum(extra.values())} unexpected "
+            f"(e.g. {next(iter(extra), None)})"
+        )
+
+
+def _settle(
+    settings: Settings, platform: Platform, oracle: OracleViews, figures: ChaosFigures, show: Callable[[str], None]
+) -> None:
+    """Let every component catch up on the last records, then compare once more."""
+    end = events_end_offsets(settings)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        reflected, _ = merged_rows(settings)
+        if reflected == end:
+            break
+        time.sleep(0.5)  # the speed layer catching up: polled through the serving layer's own status
+    show(f"caught up: the merged views reflect {sum(end.values()):,} records")
+    _sample(settings, oracle, figures)
+
+
+def _count_losses(settings: Settings, figures: ChaosFigures) -> None:
+    """Acknowledged records missing from the topic or the lake, or there twice."""
+    in_topic = sum(events_end_offsets(settings).values())
+    figures.lost += max(0, figures.produced - in_topic)
+    figures.duplicated += max(0, in_topic - figures.produced)
+    consumer = new_consumer(settings, group_id=None)
+    valid: set[tuple[int, int]] = set()
+    try:
+        tps = [TopicPartition(settings.events_topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            for tp, records in consumer.poll(timeout_ms=500).items():
+                accepted, _ = split(records, JsonSerde(), rejected_by="oracle")
+                valid.update((tp.partition, a.offset) for a in accepted)
+    finally:
+        consumer.close(autocommit=False)
+    lake = Lake(settings.lake_path, settings.events_topic)
+    deadline = time.monotonic() + 120
+    while lake.committed_offsets(range(settings.topic_partitions)) != events_end_offsets(settings):
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # the lake sink committing the last records: its own offsets are the signal
+    table = lake.table()
+    rows = table.to_pyarrow_table(columns=["kafka_partition", "kafka_offset"]) if table else None
+    coordinates = (
+        list(zip(rows.column(0).to_pylist(), rows.column(1).to_pylist(), strict=True)) if rows is not None else []
+    )
+    figures.lost += len(valid - set(coordinates))
+    figures.duplicated += len(coordinates) - len(set(coordinates))
+
+
+def report(figures: ChaosFigures) -> list[str]:
+    kinds = ", ".join(f"{kind} {figures.kills[kind]}" for kind in KINDS)
+    lines = [
+        f"kills by kind: {kinds}",
+        f"{figures.produced:,} records produced and acknowledged; the merged views finally reflect "
+        f"{figures.reflected:,}",
+        f"batch versions published: {figures.batch_versions} (runs that failed without being killed: "
+        f"{figures.batch_failures})",
+    ]
+    if figures.sample_seconds:
+        reads, recomputes = zip(*figures.sample_seconds, strict=True)
+        lines.append(
+            f"a sample took {statistics.median(reads) * 1000:.0f} ms to read the merged views (median) and "
+            f"{statistics.median(recomputes) * 1000:.0f} ms to recompute them"
+        )
+    lines += [f"  mismatch: {note}" for note in figures.mismatch_notes[:10]]
+    lines.append(figures.last_line())
+    return lines
