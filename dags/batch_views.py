@@ -4,10 +4,13 @@
 Every run moves the batch views of the exact Lambda platform forward:
 
 1. **lake_status** reads how far the lake (the Delta master dataset) is complete per Kafka partition.
-2. **advance_batch_views** picks the new offset cutoff `C[p]` (what the lake holds), recomputes with
-   PySpark every event day touched by records in `[previous C, C)` from all lake events of those
-   days below `C` (each `event_id` once), and publishes the new version with `C` atomically.
-3. **published_version** logs the version now served, its cutoffs and the days it recomputed.
+2. **advance_batch_views** picks the new offset cutoff `C[p]` (what the lake holds), counts with
+   PySpark only the lake records in `[previous C, C)` (each `event_id` once, checked against the id
+   index of the hours they fall in), merges them into the rows of the hours they touch, and
+   publishes the new version with `C` atomically. Its cost follows the new records.
+3. **published_version** logs the version now served, its cutoffs and what it touched.
+4. **prune_superseded** deletes the files no version among the newest `LAMBDA_BATCH_KEEP_VERSIONS`
+   uses once they are older than `LAMBDA_BATCH_PRUNE_MIN_AGE_MINUTES`, so the views on disk stay flat.
 
 Runs are idempotent: a retry or a re-run of the same run reuses its plan and publishes nothing twice.
 The cadence is `LAMBDA_BATCH_INTERVAL_MINUTES` (60 by default, 1 in the demo). To fix a bug in view
@@ -54,5 +57,11 @@ with platform_dag(
             raise RuntimeError(f"version {result['version']} was published but {served['version']} is served")
         return served
 
+    @task
+    def prune_superseded() -> dict[str, Any]:
+        from batch_layer.maintenance import prune_batch_views
+
+        return prune_batch_views(get_settings()).detail
+
     # TaskFlow hands each task an XComArg that Airflow resolves to the upstream value at run time.
-    published_version(advance_batch_views(lake_status()))  # type: ignore[arg-type]
+    published_version(advance_batch_views(lake_status())) >> prune_superseded()  # type: ignore[arg-type]

@@ -614,7 +614,14 @@ def demo(
     """The platform's main job on the embedded default: broker, sources, lake sink, Airflow, monitor."""
     from lambdactl.demo import run_demo
 
-    settings = get_settings().model_copy(update={"batch_interval_minutes": batch_every_minutes})
+    settings = get_settings()
+    settings = settings.model_copy(
+        update={
+            "batch_interval_minutes": batch_every_minutes,
+            # versions superseded for ten intervals go, so the views on disk stay flat at any cadence
+            "batch_prune_min_age_minutes": min(settings.batch_prune_min_age_minutes, 10 * batch_every_minutes),
+        }
+    )
     run_demo(settings, duration_s=duration, rate=rate, with_airflow=airflow, echo=typer.echo)
 
 

@@ -72,6 +72,7 @@ def test_batch_views_dag_publishes_a_new_version(
     try:
         dag = load_dags().dags.get("batch_views")
         assert dag is not None
+        assert dag.task_ids == ["lake_status", "advance_batch_views", "published_version", "prune_superseded"]
         run = dag.test()
         assert run.state == "success"
         assert current_version(settings.batch_views_path) == 1
