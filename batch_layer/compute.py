@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 PERIOD = "period"
 IDS = "ids"
 MAX_ID_RUNS = 8
-"""A period's id files are merged into one when a run would leave more than this many."""
+"""A period's newest id files are merged (size-tiered) when a run would leave more than this many."""
 PART = "part"
 """The folder column files are split by (``part=<period>``); ``period`` itself stays inside the files."""
 
@@ -342,13 +342,28 @@ def _listed(folder: Path, root: Path) -> dict[str, list[str]]:
 
 
 def _compact_ids(spark: SparkSession, root: Path, folder: Path, update: Update) -> None:
-    """Merge the id files of periods that have gathered too many runs (cost follows those periods, rarely)."""
+    """Merge the newest id runs of periods that have gathered too many, size-tiered: a run is merged
+    again only when what came after it has grown to half its size, so the big old runs of a busy
+    period stay as they are and each id is rewritten about log2(runs) times, not once per run."""
     crowded = {p: files for p, files in update.ids.items() if len(files) > MAX_ID_RUNS}
     if not crowded:
         return
-    every = [str(root / f) for files in crowded.values() for f in files]
-    ids = spark.read.parquet(*every).select(PERIOD, "event_id")
+    tails = {p: files[_tail_to_merge([_rows(root / f) for f in files]) :] for p, files in crowded.items()}
+    ids = spark.read.parquet(*(str(root / f) for files in tails.values() for f in files)).select(PERIOD, "event_id")
     _split_write(ids.coalesce(1), folder)
     merged = _listed(folder, root)
-    for period in crowded:
-        update.ids[period] = merged.get(period, [])
+    for period, files in crowded.items():
+        update.ids[period] = files[: len(files) - len(tails[period])] + merged.get(period, [])
+
+
+def _tail_to_merge(sizes: list[int]) -> int:
+    """Where the runs to merge start (oldest first in ``sizes``): at least the two newest, and every
+    older run no more than twice as large as all the runs after it."""
+    start = len(sizes) - 2
+    while start > 0 and sizes[start - 1] <= 2 * sum(sizes[start:]):
+        start -= 1
+    return start
+
+
+def _rows(path: Path) -> int:
+    return int(pq.ParquetFile(path).metadata.num_rows)

@@ -120,11 +120,13 @@ def lake_history(settings: Settings, rng: random.Random, chunks: int) -> Iterato
         yield
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize(("seed", "max_id_runs"), [(1, 8), (2, 2)])
 def test_incremental_runs_publish_what_a_full_recompute_publishes(
-    spark: SparkSession, tmp_path: Path, seed: int
+    spark: SparkSession, tmp_path: Path, seed: int, max_id_runs: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Random histories: late events over days, redeliveries, re-runs, compaction between runs."""
+    """Random histories: late events over days, redeliveries, re-runs, lake compaction between runs,
+    and (with few id runs allowed) the id index merged size-tiered along the way."""
+    monkeypatch.setattr("batch_layer.compute.MAX_ID_RUNS", max_id_runs)
     rng = random.Random(seed)
     settings = Settings(data_dir=tmp_path, spark_shuffle_partitions=2)
     advanced = None
@@ -139,3 +141,13 @@ def test_incremental_runs_publish_what_a_full_recompute_publishes(
     recomputed = run_batch(settings, "recompute-all", lambda: spark, recompute=(None, None))
     assert recomputed.cutoffs == advanced.cutoffs
     assert_same_views(settings, recomputed, advanced)
+
+
+@pytest.mark.unit
+def test_id_runs_are_merged_size_tiered_so_big_old_runs_stay() -> None:
+    from batch_layer.compute import _tail_to_merge
+
+    assert _tail_to_merge([1_000_000, *[15_000] * 8]) == 1, "the big run stays, the eight small ones merge"
+    assert _tail_to_merge([1_000_000, 120_000, *[15_000] * 8]) == 1, "a run at most twice what follows joins"
+    assert _tail_to_merge([1_000_000, 400_000, *[15_000] * 8]) == 2
+    assert _tail_to_merge([10] * 9) == 0, "equal runs merge into one"
