@@ -17,12 +17,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from infra.jars import INFRA, install_all
+from infra.kafka_node import new_cluster_id
 
 REPO = INFRA.parent
 COMPOSE_FILE = INFRA / "compose" / "compose.yaml"
@@ -46,7 +46,7 @@ class DeployError(RuntimeError):
 def fresh_secrets() -> dict[str, str]:
     """Every secret the compose file requires, newly random."""
     return {
-        "KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+        "KAFKA_CLUSTER_ID": new_cluster_id(),
         "LAMBDA_AIRFLOW_PASSWORD": secrets.token_urlsafe(18),
         "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),

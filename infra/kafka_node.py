@@ -8,9 +8,11 @@ Maven-pinned jars with ``java_command``.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import subprocess
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,15 @@ def java_command(settings: Settings, properties: Path, logs: Path) -> list[str]:
     ]
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id as Kafka makes them: URL-safe base64 of 16 bytes that never starts with
+    "-" (such an id reads as an option to ``kafka-storage format`` and to anyone's shell)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not candidate.startswith("-"):
+            return candidate
+
+
 def format_storage(log_dirs: Path, properties: Path, logs: Path, cluster_id: str) -> bool:
     """Format KRaft storage on first start only (later starts keep every record); True if it formatted."""
     if (log_dirs / "meta.properties").exists():
@@ -136,8 +147,7 @@ def format_storage(log_dirs: Path, properties: Path, logs: Path, cluster_id: str
             f"{KAFKA_JARS.folder}/*",
             "kafka.tools.StorageTool",
             "format",
-            "--cluster-id",
-            cluster_id,
+            f"--cluster-id={cluster_id}",
             "--config",
             str(properties),
         ],

@@ -9,21 +9,26 @@ list the node as registered and unfenced, retried within a bounded time, never a
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import os
 import signal
 import subprocess
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from kafka.errors import KafkaError
 
 from infra.jars import KAFKA_JARS, InstallError, java_major_version
-from infra.kafka_node import KafkaNodeError, format_storage, java_command, local_nodes, server_properties
+from infra.kafka_node import (
+    KafkaNodeError,
+    format_storage,
+    java_command,
+    local_nodes,
+    new_cluster_id,
+    server_properties,
+)
 from infra.ports import PortInUseError, ensure_port_free
 from lambda_contracts.plumbing.kafka import admin_client, quiet_kafka_logs
 from lambda_contracts.settings import Settings
@@ -235,11 +240,11 @@ class BrokerNode:
     def _cluster_id(self) -> str:
         """One id for every node of the local cluster, made once."""
         if self.settings.broker_nodes == 1:
-            return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            return new_cluster_id()
         path = self.cluster_root / "cluster-id"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=") + "\n")
+            path.write_text(new_cluster_id() + "\n")
         return path.read_text().strip()
 
 

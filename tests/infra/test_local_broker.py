@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from infra.kafka_node import container_node, local_nodes, server_properties
+from infra.kafka_node import container_node, format_storage, local_nodes, new_cluster_id, server_properties
 from infra.local_broker import BrokerError, LocalBroker
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import SOURCES
@@ -34,6 +36,29 @@ def test_server_properties_are_kraft_combined_mode(tmp_path: Path) -> None:
     assert "listeners=PLAINTEXT://127.0.0.1:9500,CONTROLLER://127.0.0.1:9501" in text
     assert "auto.create.topics.enable=false" in text
     assert f"log.dirs={tmp_path}" in text
+
+
+@pytest.mark.unit
+def test_cluster_ids_never_start_with_a_dash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One random id in 64 would start with "-"; a CI run once drew one and the format refused it."""
+    dashed = uuid.UUID(bytes=bytes([0xF8]) + bytes(15))  # base64 "-A..."
+    draws = iter([dashed, uuid.UUID(int=1)])
+    monkeypatch.setattr(uuid, "uuid4", lambda: next(draws))
+    assert new_cluster_id() == "AAAAAAAAAAAAAAAAAAAAAQ"
+    monkeypatch.undo()
+    assert not any(new_cluster_id().startswith("-") for _ in range(2000))
+
+
+@pytest.mark.integration
+def test_storage_formats_even_with_an_id_that_looks_like_an_option(tmp_path: Path) -> None:
+    """Ids made elsewhere (an operator's own .env) may start with "-": the format must still take it."""
+    settings = Settings(broker_port=9500, broker_controller_port=9501)
+    properties = tmp_path / "server.properties"
+    properties.write_text(server_properties(settings, tmp_path / "logs", local_nodes(settings)[0]))
+    cluster_id = base64.urlsafe_b64encode(bytes([0xF8]) + uuid.uuid4().bytes[1:]).decode().rstrip("=")
+    assert cluster_id.startswith("-")
+    assert format_storage(tmp_path / "logs", properties, tmp_path, cluster_id)
+    assert f"cluster.id={cluster_id}" in (tmp_path / "logs" / "meta.properties").read_text()
 
 
 @pytest.mark.unit
