@@ -7,7 +7,8 @@ publish. Speed rows of partition ``p`` are used only if its snapshot may be merg
 (``usable_with``: each event once across partitions and layers) and its segments form one
 contiguous run from ``C[p]``; otherwise ``p`` is served from the batch alone, which is less fresh
 but still exact. Every file named here is immutable, so a query over a resolved snapshot never
-mixes two versions.
+mixes two versions. The partitions' snapshots are read under the speed layer's publish lock (shared):
+a copy dropped on one partition in favour of a count on another is never read without that count.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lambda_contracts.manifest import Manifest, current_version, read_manifest
+from lambda_contracts.plumbing.files import folder_read_lock
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root, read_snapshot
 
@@ -64,7 +66,8 @@ class ServingSnapshot:
 def resolve(settings: Settings) -> ServingSnapshot:
     root = settings.batch_views_path
     current = current_version(root)
-    speed = {p: read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)}
+    with folder_read_lock(settings.speed_views_path):  # a speed worker publishes its partitions as one step
+        speed = {p: read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)}
     now = datetime.now(UTC)
     live = [
         s

@@ -6,7 +6,10 @@ Two sources, both exact (``plumbing.event_ids.IdSet``, 16 bytes an id):
   they publish, by every other worker (``tail``), whatever the partition. Publishes are serialised by
   one lock across workers and each worker reads the others' new ids before it publishes, so of two
   copies counted at once on two partitions the first one published wins; the other is dropped before
-  it is ever aggregated (``SpeedWorker._publish``).
+  it is ever aggregated (``SpeedWorker._publish``). A copy is dropped only in favour of a count that is
+  published (or one in its own partition, published together): when this worker's own count on
+  another partition is not published yet, the partition waits at the copy (``Claim.stopped_at``).
+  So every published snapshot stands on published ones alone, whatever is lost or killed next.
 - **the batch layer's**: the ids a batch version counted below its cutoff (``BatchIds``, from the
   manifest's id index, per period of event time). Copies share their event time, so an event can
   have a copy below the cutoff only if its time is no later than the version's creation (plus the
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -27,10 +32,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lambda_contracts.manifest import EMPTY, Manifest
-from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences
+from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences, id_words
 from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root
 
 log = logging.getLogger(__name__)
+
+Tags = npt.NDArray[np.int32]
+Offsets = npt.NDArray[np.int64]
 
 
 class BatchIds:
@@ -97,6 +105,17 @@ def _read_ids(path: Path) -> pa.Array:
     return pq.read_table(path, columns=["event_id"]).column("event_id").combine_chunks()
 
 
+@dataclass(frozen=True)
+class Claim:
+    """What ``Counted.claim`` let through, and where the partition must wait, if it must."""
+
+    rows: pa.Table
+    """First copies nobody counted: count them."""
+    stopped_at: int | None
+    """The offset of a copy of an own count not yet published on another partition: nothing from there on
+    was looked at; read it again once that count is published (``None``: every row was decided)."""
+
+
 class Counted:
     """The dedup authority of one speed worker: the speed layer's counted ids and the batch's."""
 
@@ -106,16 +125,45 @@ class Counted:
         self._tailed: dict[int, tuple[int, int]] = {}
         """Other partitions: (epoch, offset up to which their published ids are loaded)."""
 
-    def fresh(self, partition: int, events: pa.Table) -> pa.Table:
-        """The events to count: first copies whose id nobody counted yet; they are claimed for ``partition``."""
+    def claim(self, partition: int, events: pa.Table, unpublished_from: Mapping[int, int] | None = None) -> Claim:
+        """The events of ``partition`` to count: first copies whose id nobody counted yet, claimed for it.
+
+        A copy is dropped only in favour of a count readers can already see (published by any worker,
+        or held from before a rebuild), or of an earlier one in the same partition (published with it).
+        If the only count is this worker's own, on another partition and not yet published
+        (``unpublished_from``: own partition -> offset its unpublished counts start at), nothing is
+        taken from that copy on: the partition waits there until the count is published, so no
+        publish of ``partition`` ever leans on one that might not happen (a rebalance, a crash).
+        """
         if not events.num_rows:
-            return events
+            return Claim(events, None)
+        waiting_on = {p: start for p, start in (unpublished_from or {}).items() if p != partition}
+        held = held_tag(partition)
+
+        def unpublished(tags: Tags, offsets: Offsets) -> npt.NDArray[np.bool_]:
+            found = np.zeros(len(tags), dtype=np.bool_)
+            for other, start in waiting_on.items():
+                found |= (tags == other) & (offsets >= start)
+            return found
+
+        def visible(tags: Tags, offsets: Offsets) -> npt.NDArray[np.bool_]:
+            seen: npt.NDArray[np.bool_] = (tags != held) & ~unpublished(tags, offsets)
+            return seen  # its own old copies (held during a rebuild) do not block it
+
         ids = events.column("event_id")
-        elsewhere = self.speed.contains(ids, ignoring=held_tag(partition))  # its own old copies do not block it
-        keep = first_occurrences(ids) & ~elsewhere & ~self.batch.counted(events)
+        high, low = id_words(ids)
+        counted = self.speed.contains_words(high, low, where=visible)
+        keep = first_occurrences(ids) & ~counted & ~self.batch.counted(events)
+        stopped_at = None
+        if waiting_on:
+            waits = self.speed.contains_words(high, low, where=unpublished) & ~counted
+            if waits.any():
+                first = int(np.argmax(waits))  # rows are in offset order
+                stopped_at = int(events.column("kafka_offset")[first].as_py())
+                keep[first:] = False
         fresh = events if keep.all() else events.filter(pa.array(keep))
         self.speed.add(fresh.column("event_id"), partition, fresh.column("kafka_offset").to_numpy())
-        return fresh
+        return Claim(fresh, stopped_at)
 
     def tail(self, speed_root: Path, snapshot: PartitionSnapshot) -> IdSet:
         """Load the ids another worker published for its partition since we last looked; returns them."""

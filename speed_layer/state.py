@@ -51,6 +51,8 @@ class PartitionState:
     """The batch version whose counted ids this state was checked against (see ``speed_snapshot``)."""
     valid_from: int = 0
     epoch: int = 0
+    published_to: int = 0
+    """The next offset of the last publish: what this state counted from here on, readers cannot see yet."""
     hold_until: int = 0
     """A rebuild from below what was published is published only once it reaches this offset again:
     until then readers keep the previous snapshot, so no offset they see goes backwards."""
@@ -112,6 +114,7 @@ class PartitionState:
     def restart_at(self, offset: int) -> None:
         """Drop everything at or above ``offset`` and continue from there (the caller seeks Kafka)."""
         self.open_start = self.next_offset = offset
+        self.published_to = min(self.published_to, offset)
         self.segments = [s for s in self.segments if s.end <= offset]
         self.open_rows, self.open_ids, self.pending = {}, [], []
         self.last_open_folder = None

@@ -70,6 +70,7 @@ def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSna
             raise
         snapshot_path(speed_root, state.partition, sequence - KEEP_SNAPSHOTS).unlink(missing_ok=True)
     state.sequence = sequence
+    state.published_to = state.next_offset
     state.changed = False
     state.open_ids = []  # written: the next publish links them
     if open_segment is not None:
@@ -149,6 +150,7 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
         next_offset=snapshot.next_offset,
         cutoff=max(cutoff, snapshot.cutoff),
         sequence=snapshot.sequence,
+        published_to=snapshot.next_offset,
         segments=sealed,
         reconciled=snapshot.reconciled,
         valid_from=snapshot.valid_from,

@@ -100,6 +100,8 @@ class SpeedWorker:
         self.events_rejected = 0
         self.copies_elsewhere = 0
         """Events not counted here because another partition (or the batch) counted a copy."""
+        self.copies_waited = 0
+        """Times a partition waited at a copy until this worker published its count on another partition."""
         self.space = SpaceWait("speed worker", self.root)
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
@@ -143,7 +145,9 @@ class SpeedWorker:
             self.counted.forget_tailed(partition)
             state = restore(self.root, partition, cutoff)
             if state is None:  # published at once, so readers and probes see the partition is owned
-                state = PartitionState(partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff, changed=True)
+                state = PartitionState(
+                    partition, open_start=cutoff, next_offset=cutoff, cutoff=cutoff, published_to=cutoff, changed=True
+                )
                 state.valid_from = self.manifest.version
             else:
                 ids = counted_ids(self.root, state)
@@ -277,9 +281,21 @@ class SpeedWorker:
             if state is None or state.next_offset != start:
                 continue  # lost or moved (a cutoff) since: these records are read again where needed
             rows = events if len(in_flight.ranges) == 1 else events.filter(pc.equal(partitions, partition))
-            fresh = self.counted.fresh(partition, rows)
-            self.copies_elsewhere += rows.num_rows - fresh.num_rows
-            self.events_counted += state.take(fresh, end)
+            claim = self.counted.claim(partition, rows, self._unpublished_from())
+            taken_to = end
+            if claim.stopped_at is not None:  # waits at a copy of a count of ours not yet published
+                rows = rows.filter(pc.less(rows.column("kafka_offset"), claim.stopped_at))
+                taken_to = claim.stopped_at
+                self._forget_reads(partition)  # read again from the copy on
+                self.consumer.seek(TopicPartition(self.topic, partition), taken_to)
+                self.copies_waited += 1
+            self.copies_elsewhere += rows.num_rows - claim.rows.num_rows
+            if taken_to > start:
+                self.events_counted += state.take(claim.rows, taken_to)
+
+    def _unpublished_from(self) -> dict[int, int]:
+        """Own partition -> the offset from which what it counted is not published yet."""
+        return {partition: state.published_to for partition, state in self.states.items()}
 
     def _publish_is_due(self) -> bool:
         if self.space.waiting:
@@ -294,7 +310,9 @@ class SpeedWorker:
             if len(published_elsewhere):
                 for state in self.states.values():
                     self.copies_elsewhere += state.drop_pending(published_elsewhere.contains)
-            settle_all(self.states.values(), self.connection)
+            # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
+            # copies another worker publishes first can still be dropped from them
+            settle_all([s for s in self.states.values() if s.next_offset >= s.hold_until], self.connection)
             for partition, state in list(self.states.items()):
                 if state.next_offset < state.hold_until:
                     continue  # rebuilding: its previous snapshot stays current until the rebuild reaches it

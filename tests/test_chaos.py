@@ -43,10 +43,6 @@ def test_the_soaks_recompute_agrees_with_the_test_oracle() -> None:
 
 @pytest.mark.e2e
 @pytest.mark.skipif(bool(os.environ.get(EXTERNAL_BROKER_ENV)), reason="runs its own three-node cluster")
-@pytest.mark.skip(
-    reason="known gap (docs/architecture.md, section 9): a sample now and then misses one event for a moment "
-    "after a speed worker loses a partition; 1 of 134 samples in the last run. Unskip with the fix."
-)
 def test_three_minutes_of_random_kills_keep_the_merged_views_exact(tmp_path: Path) -> None:
     figures = run_chaos(local_cluster_settings(tmp_path), minutes=3, seed=11, rate=50, show=print)
     print("\n".join(report(figures)))

@@ -8,7 +8,7 @@ one vectorized binary search, exact (no hashing, no false positives).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -24,6 +24,8 @@ _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 _DIGITS = [i for i in range(UUID_TEXT) if i not in DASHES]
 
 Words = npt.NDArray[np.uint64]
+Where = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
+"""Which stored copies count in a lookup, from where they were counted (partition tags, offsets)."""
 
 
 def id_bytes(ids: pa.Array | pa.ChunkedArray) -> pa.FixedSizeBinaryArray:
@@ -99,11 +101,13 @@ class IdSet:
             self._runs.append(run)
             self._settle()
 
-    def contains(self, ids: pa.Array | pa.ChunkedArray, ignoring: int | None = None) -> npt.NDArray[np.bool_]:
-        """For each id, whether the set holds it (counted anywhere but under the tag ``ignoring``)."""
-        return self.contains_words(*id_words(ids), ignoring=ignoring)
+    def contains(self, ids: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
+        """For each id, whether the set holds it."""
+        return self.contains_words(*id_words(ids))
 
-    def contains_words(self, high: Words, low: Words, ignoring: int | None = None) -> npt.NDArray[np.bool_]:
+    def contains_words(self, high: Words, low: Words, where: Where | None = None) -> npt.NDArray[np.bool_]:
+        """For each id, whether the set holds it; with ``where``, only copies it accepts (by partition
+        and offset) count."""
         found = np.zeros(len(high), dtype=np.bool_)
         for run in self._runs:
             run_high, run_low = run["high"], run["low"]
@@ -112,8 +116,8 @@ class IdSet:
             for step in range(int((end - start).max(initial=0))):  # equal high words: almost never more than one
                 index = np.minimum(start + step, len(run_high) - 1)
                 hit = (start + step < end) & (run_low[index] == low)
-                if ignoring is not None:
-                    hit &= run["partition"][index] != ignoring
+                if where is not None:
+                    hit &= where(run["partition"][index], run["offset"][index])
                 found |= hit
         return found
 

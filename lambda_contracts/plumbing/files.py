@@ -18,6 +18,8 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
+LOCK_FILE = ".publish.lock"
+
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` so that readers see the old or the new content, whole."""
@@ -43,12 +45,28 @@ def write_atomically(path: Path, text: str) -> None:
 def folder_lock(folder: Path) -> Iterator[None]:
     """An exclusive lock on ``folder`` among the processes of this machine (or shared volume)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / ".publish.lock").open("w") as lock:
+    with (folder / LOCK_FILE).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def folder_read_lock(folder: Path) -> Iterator[None]:
+    """A shared lock on ``folder``: what several files there say is read between two publishes, never
+    across one. Needs only read access; a folder nobody published to yet needs no lock."""
+    try:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
 
 
 def out_of_space(error: BaseException) -> bool:

@@ -52,7 +52,7 @@ def counter(tmp_path: Path | None = None) -> Counted:
 
 
 def take(state: PartitionState, counted: Counted, records: list[FakeRecord]) -> None:
-    state.take(counted.fresh(state.partition, decoded(records)), records[-1].offset + 1)
+    state.take(counted.claim(state.partition, decoded(records)).rows, records[-1].offset + 1)
 
 
 def rows_of(state: PartitionState) -> dict[str, list[tuple[Any, ...]]]:
@@ -181,9 +181,38 @@ def test_copies_on_other_partitions_count_once_and_the_batch_index_is_consulted(
     """The dedup authority across partitions, and against what a batch version counted below its cutoff."""
     items = valid_records(600)
     counted = counter(tmp_path)
-    on_zero = counted.fresh(0, decoded(items[:400]))
+    on_zero = counted.claim(0, decoded(items[:400])).rows
     resent = [FakeRecord(r.value, r.offset, partition=3) for r in items[200:600]]  # a keyless resend elsewhere
-    on_three = counted.fresh(3, decoded(resent))
+    on_three = counted.claim(3, decoded(resent)).rows
     copies = set(on_zero.column("event_id").to_pylist()) & set(on_three.column("event_id").to_pylist())
     assert not copies, "an event counted on partition 0 is not counted again on partition 3"
     assert on_zero.num_rows + on_three.num_rows == len({r["event_id"] for r in decoded(items).to_pylist()})
+
+
+def test_a_copy_of_an_unpublished_count_on_another_partition_waits_until_it_is_published() -> None:
+    """Dropping a copy in favour of a count nobody can see yet would leave the event uncounted if that
+    partition were lost before its publish; the copy's partition stops there instead."""
+    items = valid_records(600)
+    counted = counter()
+    on_zero = counted.claim(0, decoded(items[:400]), unpublished_from={0: 0, 3: 0})
+    assert on_zero.stopped_at is None and on_zero.rows.num_rows > 300
+    counted_on_zero = set(on_zero.rows.column("event_id").to_pylist())
+    resent = decoded([FakeRecord(r.value, r.offset + 1000, partition=3) for r in items[150:600]])
+    first_copy = next(r["kafka_offset"] for r in resent.to_pylist() if r["event_id"] in counted_on_zero)
+
+    waiting = counted.claim(3, resent, unpublished_from={0: 0, 3: 1150})
+    assert waiting.stopped_at == first_copy == 1150
+    assert waiting.rows.num_rows == 0, "nothing from the copy on is taken"
+
+    partly = counted.claim(3, resent, unpublished_from={0: 250, 3: 1150})  # partition 0 published up to 250
+    assert partly.stopped_at is not None and 1250 <= partly.stopped_at < 1400
+    assert all(r["kafka_offset"] < partly.stopped_at for r in partly.rows.to_pylist())
+    assert not counted_on_zero & set(partly.rows.column("event_id").to_pylist())
+
+    counted.speed.drop(3)  # what the partial claim took, to claim it again
+    published = counted.claim(3, resent, unpublished_from={0: 400, 3: 1150})
+    assert published.stopped_at is None
+    taken = set(published.rows.column("event_id").to_pylist())
+    assert not taken & counted_on_zero and taken | counted_on_zero == {
+        r["event_id"] for r in decoded(items).to_pylist()
+    }
