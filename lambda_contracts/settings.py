@@ -107,6 +107,11 @@ class Settings(BaseSettings):
 
     # Serving layer.
     serving_refresh_seconds: float = Field(1.0, gt=0, description="How often the DuckDB database file is renewed.")
+    serving_storage_version: str = Field(
+        "v1.5.0",
+        pattern=r"^v\d+\.\d+\.\d+$",
+        description="DuckDB storage format of the served database files: the newest the stock DuckDB CLI reads.",
+    )
 
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 

@@ -8,7 +8,9 @@ then publishes its name in ``LATEST`` (written whole by rename). ``lambda.duckdb
 to the newest file for convenience; opening it at the very instant it is renewed can fail, so
 tools that reconnect often should open the path in ``LATEST``. A session keeps the snapshot it
 opened; reconnect to see newer data. Files older than the speed layer's grace period may point
-at pruned speed segments, so long sessions reconnect.
+at pruned speed segments, so long sessions reconnect. Files are written in the storage format of
+``serving_storage_version`` (DuckDB 1.5 by default), so the stock DuckDB CLI of that release or newer
+opens them, not only the DuckDB library this platform runs.
 """
 
 from __future__ import annotations
@@ -42,7 +44,10 @@ def publish_database_file(settings: Settings) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"lambda-{time.time_ns()}.duckdb"
     temporary = target.with_name(f".{target.name}.tmp")
-    connection = duckdb.connect(str(temporary))
+    # written in a storage format older DuckDB releases read too (the CLI on PyPI lags the library)
+    connection = duckdb.connect(
+        str(temporary), config={"storage_compatibility_version": settings.serving_storage_version}
+    )
     try:
         for name, sql in relations(resolve(settings)).items():
             connection.execute(f"CREATE VIEW {name} AS {sql}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -15,6 +16,7 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
 from lambda_contracts.views import VIEWS_BY_NAME
+from serving_layer.database_file import publish_database_file
 from serving_layer.query import query
 
 pytestmark = pytest.mark.unit
@@ -177,3 +179,29 @@ def test_readers_stay_on_the_version_live_speed_workers_reconciled_and_each_even
         (2, True, 70),
     ]
     assert merged(settings)["p4"] == (1, 1, Decimal("1.00"), Decimal("1.00"))
+
+
+STOCK_CLI = Path(__file__).resolve().parents[2] / ".tools" / "duckdb-cli" / "bin" / "duckdb"
+
+
+def test_the_stock_duckdb_cli_opens_the_served_file_and_reads_every_view(tmp_path: Path) -> None:
+    """The served file is written in a storage format older DuckDB releases read, not only this library's."""
+    assert STOCK_CLI.exists(), f"no stock DuckDB CLI at {STOCK_CLI}: `./dev test` installs it (duckdb-cli on PyPI)"
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00"), ("p2", 1, 1, "5.00", "5.00")])
+    publish_speed(settings, 0, 130, {(100, 130): [("p1", 2, 2, "20.00", "15.00")]})
+    served = publish_database_file(settings)
+    cli_version = subprocess.run([STOCK_CLI, "--version"], capture_output=True, text=True, check=True).stdout
+    counts = " UNION ALL ".join(f"SELECT '{view.name}', count(*) FROM {view.name}" for view in VIEWS_BY_NAME.values())
+    result = subprocess.run(
+        [STOCK_CLI, "-readonly", "-csv", "-noheader", str(served), "-c", f"{counts}; SELECT * FROM serving_status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0 and not result.stderr, f"{cli_version}: {result.stderr}"
+    lines = result.stdout.splitlines()
+    assert set(lines[: len(VIEWS_BY_NAME)]) == {f"{name},{2 if name == VIEW.name else 0}" for name in VIEWS_BY_NAME}, (
+        "every view answers, with the merged rows of this snapshot"
+    )
+    assert len(lines) == len(VIEWS_BY_NAME) + 2, "and the status relation lists both partitions"
