@@ -29,7 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ from lambda_contracts.plumbing.kafka import admin_client, events_end_offsets, ne
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
-from lambda_contracts.views import VIEWS, View
+from lambda_contracts.views import VIEWS, View, canonical_text
 from serving_layer.query import serving_connection
 from sources.producer import BatchingProducer
 from sources.run import RunReport, build_simulators, run_simulation
@@ -183,15 +182,7 @@ def _aggregate(events: pa.Table, view: View) -> Counter[tuple[str, ...]]:
 
 def text_rows(rows: Iterable[Sequence[Any]]) -> Counter[tuple[str, ...]]:
     """Rows as a multiset of text tuples: equal values, equal text, whatever engine produced them."""
-    return Counter(tuple(_text(v) for v in row) for row in rows)
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat()
-    if isinstance(value, Decimal):
-        return str(value.normalize()) if value else "0"
-    return str(value)
+    return Counter(tuple(canonical_text(v) for v in row) for row in rows)
 
 
 def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[tuple[str, ...]]]]:

@@ -9,7 +9,9 @@ SQL and DuckDB SQL; both sessions must run in UTC (see ``lambda_contracts.duck``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, Literal
 
 Aggregate = Literal["count", "sum", "min", "max"]
 Grain = Literal["minute", "hour", "day"]
@@ -157,3 +159,13 @@ VIEWS: tuple[View, ...] = (
     ),
 )
 VIEWS_BY_NAME = {view.name: view for view in VIEWS}
+
+
+def canonical_text(value: Any) -> str:
+    """One text per view value, so rows from DuckDB, Arrow or Spark compare equal when their values do
+    (timestamps in UTC, decimals without trailing zeros)."""
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Decimal):
+        return str(value.normalize()) if value else "0"
+    return str(value)

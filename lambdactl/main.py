@@ -41,6 +41,7 @@ from lambda_contracts.settings import get_settings
 from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import AirflowError
 from lambdactl.dead_letters import read_dead_letters
+from lambdactl.kappa import KappaError
 from lambdactl.monitor import run_monitor
 from lambdactl.services import LeftoverError
 from sources.knobs import DEFAULTS
@@ -72,6 +73,11 @@ deploy_app = typer.Typer(
 app.add_typer(bench_app, name="bench")
 app.add_typer(deploy_app, name="deploy")
 app.add_typer(batch_app, name="batch")
+kappa_app = typer.Typer(
+    help="Kappa beside Lambda: rebuild every view by replaying the log through the speed layer's code.",
+    no_args_is_help=True,
+)
+app.add_typer(kappa_app, name="kappa")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -89,6 +95,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     EmptyLakeError,
     SupersededError,
     LeftoverError,
+    KappaError,
 )
 
 
@@ -582,6 +589,19 @@ def bench_chaos(
         typer.echo(line)
 
 
+@bench_app.command("overload")
+@friendly_errors
+def bench_overload(
+    minutes: Annotated[float, typer.Option(help="How long to offer the overload.")] = 10.0,
+    factor: Annotated[float, typer.Option(help="The load offered, as a multiple of the measured capacity.")] = 2.0,
+) -> None:
+    """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
+    from benchmarks.overload import report, run_overload
+
+    for line in report(run_overload(get_settings(), minutes=minutes, factor=factor, show=typer.echo)):
+        typer.echo(line)
+
+
 @bench_app.command("freshness")
 @friendly_errors
 def bench_freshness(
@@ -635,6 +655,45 @@ def stop() -> None:
     stopped = stop_run(settings.data_dir, echo=typer.echo)
     where = settings.data_dir.resolve()
     typer.echo(f"stopped {len(stopped)} process(es) of {where}" if stopped else f"nothing runs on {where}")
+
+
+# -- Kappa -------------------------------------------------------------------------------------------
+
+
+@kappa_app.command("replay")
+@friendly_errors
+def kappa_replay(
+    name: Annotated[str, typer.Option(help="The Kappa set (a folder under data/kappa).")] = "replay",
+) -> None:
+    """Replay the events topic from offset 0 into a Kappa set, up to what the live platform serves now."""
+    from lambdactl.kappa import kappa_settings, plan_replay, replay
+
+    settings = get_settings()
+    plan = plan_replay(settings, name)
+    typer.echo(
+        f"Kappa set {name} in {kappa_settings(settings, name).data_dir}: replaying {sum(plan.target.values()):,} "
+        f"offsets (the position the live platform served at {plan.planned_at}, batch version "
+        f"{plan.lambda_batch_version})"
+    )
+    progress = replay(settings, name, stop=stop_on_signals(), show=typer.echo)
+    typer.echo(
+        f"replayed: {progress.describe()} in {progress.seconds:,.1f} s. Next: `lambdactl kappa verify --name {name}`"
+    )
+
+
+@kappa_app.command("verify")
+@friendly_errors
+def kappa_verify(
+    name: Annotated[str, typer.Option(help="The Kappa set to compare.")] = "replay",
+) -> None:
+    """Compare the Kappa views, the Lambda merged views and a recompute from the lake at one position."""
+    from lambdactl.kappa import report_lines, verify
+
+    lines = report_lines(verify(get_settings(), name))
+    for line in lines:
+        typer.echo(line)
+    if lines[-1] != "identical=true":
+        raise typer.Exit(1)
 
 
 # -- deployment --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -68,8 +69,12 @@ class InFlight:
 
 
 class SpeedWorker:
-    def __init__(self, settings: Settings, consumer: KafkaConsumer | None = None) -> None:
+    def __init__(
+        self, settings: Settings, consumer: KafkaConsumer | None = None, until: Mapping[int, int] | None = None
+    ) -> None:
         self.settings = settings
+        self.until = dict(until) if until is not None else None
+        """Partition -> offset to stop at (a Kappa replay up to a given position); None: run until stopped."""
         self.topic = settings.events_topic
         self.root = settings.speed_views_path
         self.group = settings.speed_group
@@ -109,7 +114,7 @@ class SpeedWorker:
     def run(self, stop: threading.Event) -> None:
         subscribe_when_known(self.consumer, self.topic)
         try:
-            while not stop.is_set():
+            while not stop.is_set() and not self.reached_until():
                 if self.space.waiting:  # take nothing more while what we hold cannot be published
                     self.consumer.pause(*self.consumer.assignment())
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)  # meanwhile a decode may run
@@ -129,6 +134,12 @@ class SpeedWorker:
         finally:
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self.consumer.close(autocommit=False)
+
+    def reached_until(self) -> bool:
+        """Whether every partition of ``until`` is counted up to its offset (never, without ``until``)."""
+        if self.until is None:
+            return False
+        return all(p in self.states and self.states[p].next_offset >= end for p, end in self.until.items())
 
     # -- partitions and the batch -----------------------------------------------------------------
 
@@ -239,6 +250,8 @@ class SpeedWorker:
                 continue
             position = self._read_to.get(tp.partition, state.next_offset)
             new = [r for r in records if r.offset >= position]
+            if self.until is not None:
+                new = [r for r in new if r.offset < self.until.get(tp.partition, 0)]
             if not new:
                 continue
             if new[0].offset > position:  # a fetch from an older position: read again from ours

@@ -20,7 +20,7 @@ from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde, Rejection
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot
-from lambda_contracts.views import BUCKET, VIEWS, View
+from lambda_contracts.views import BUCKET, VIEWS, View, canonical_text
 from serving_layer.query import serving_connection
 from sources.run import build_simulators
 from sources.simulators import merged_records
@@ -119,14 +119,7 @@ def compare(settings: Settings) -> tuple[int, bool]:
 def canonical(rows: Iterable[Row]) -> Counter[tuple[str, ...]]:
     """Rows as a multiset of text, so equal values compare equal whatever their type or scale."""
 
-    def text(value: Any) -> str:
-        if isinstance(value, datetime):
-            return value.astimezone(UTC).isoformat()
-        if isinstance(value, Decimal):
-            return str(value.normalize()) if value else "0"
-        return str(value)
-
-    return Counter(tuple(text(v) for v in row) for row in rows)
+    return Counter(tuple(canonical_text(v) for v in row) for row in rows)
 
 
 def simulated_view_rows(runs: Iterable[tuple[int, datetime, int, float]]) -> dict[str, Counter[tuple[str, ...]]]:

@@ -1,0 +1,275 @@
+"""Kappa beside Lambda: every view rebuilt by streaming the retained log through the speed layer's code.
+
+A Kappa *set* (``data/kappa/<name>/``) is a speed layer of its own (own consumer group, own
+snapshots) with no batch layer: it reads the events topic from offset 0 with ``SpeedWorker`` and
+the same view declarations, up to a target position. The target is what one serving snapshot of the
+live Lambda platform reflected when the replay was planned; that snapshot's views are fingerprinted
+then (row count and a content hash per view), so the two can be compared exactly although the live
+platform moves on. ``verify`` compares three things at that one position, view by view: the Kappa
+views, the Lambda merged views, and a recompute from the lake's master dataset (each ``event_id``
+once, with the views' own SQL in DuckDB).
+
+The live platform is never touched: a replay writes only under its set. A replay killed at any
+instant resumes from its last published snapshots (the speed layer's exactly-once publishes), and
+its views are only read once it has reached the target. The topic must still hold offset 0 of every
+partition: once retention deleted the first events, a replay from the log alone cannot rebuild them,
+and the replay refuses (seeding it from the lake is the way to a long history, not built yet).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from batch_layer.lake import Lake
+from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.files import write_atomically
+from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
+from lambda_contracts.settings import Settings
+from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.views import VIEWS, View, canonical_text, deduplicated_sql
+from serving_layer.query import serving_connection
+from speed_layer.worker import SpeedWorker
+
+PLAN = "plan.json"
+
+
+class KappaError(RuntimeError):
+    """A replay or a verification that cannot go on; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    rows: int
+    digest: str
+    """sha256 over the view's rows as canonical text, sorted: equal rows, equal digest, whatever engine."""
+
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    name: str
+    target: dict[int, int]
+    """Partition -> offset: the replay counts every record below it, as the Lambda snapshot did."""
+    lambda_views: dict[str, Fingerprint]
+    lambda_batch_version: int
+    planned_at: str
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplayPlan:
+        data = json.loads(text)
+        return cls(
+            name=data["name"],
+            target={int(p): int(o) for p, o in data["target"].items()},
+            lambda_views={v: Fingerprint(**f) for v, f in data["lambda_views"].items()},
+            lambda_batch_version=data["lambda_batch_version"],
+            planned_at=data["planned_at"],
+        )
+
+
+def kappa_settings(settings: Settings, name: str) -> Settings:
+    """The set's own speed layer: its folder under ``data/kappa``, its own consumer group, no batch."""
+    return settings.model_copy(
+        update={"data_dir": settings.data_dir / "kappa" / name, "speed_group": f"{settings.speed_group}-kappa-{name}"}
+    )
+
+
+def fingerprint(rows: Iterable[Sequence[Any]]) -> Fingerprint:
+    lines = sorted("\t".join(canonical_text(v) for v in row) for row in rows)
+    digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+    return Fingerprint(len(lines), digest)
+
+
+def served_fingerprints(settings: Settings) -> tuple[dict[int, int], int, dict[str, Fingerprint]]:
+    """One serving snapshot: the offsets it reflects, its batch version and each view's fingerprint."""
+    connection = serving_connection(settings)
+    try:
+        status = connection.sql(
+            "SELECT kafka_partition, reflected_offset, batch_version FROM serving_status"
+        ).fetchall()
+        views = {view.name: fingerprint(connection.sql(_columns_of(view, view.name)).fetchall()) for view in VIEWS}
+    finally:
+        connection.close()
+    reflected = {int(p): int(o) for p, o, _ in status}
+    return reflected, int(status[0][2]) if status else 0, views
+
+
+def plan_replay(settings: Settings, name: str) -> ReplayPlan:
+    """Fix the target (what the live platform reflects now) and fingerprint its views; refuse when the
+    topic no longer holds the first records."""
+    folder = kappa_settings(settings, name).data_dir
+    if (folder / PLAN).exists():
+        return ReplayPlan.from_json((folder / PLAN).read_text())
+    consumer = new_consumer(settings, group_id=None)
+    try:
+        first = topic_offsets(consumer, settings.events_topic, beginning=True)
+    finally:
+        consumer.close(autocommit=False)
+    if not first:
+        raise KappaError(f"no topic {settings.events_topic}: nothing to replay (start the platform first)")
+    trimmed = {p: o for p, o in first.items() if o > 0}
+    if trimmed:
+        where = ", ".join(f"partition {p} starts at {o:,}" for p, o in sorted(trimmed.items()))
+        raise KappaError(
+            f"the events topic no longer holds its first records ({where}; retention deleted them), so a "
+            "replay from the log alone cannot rebuild the views; raise LAMBDA_TOPIC_RETENTION_MS for Kappa, "
+            "or use the batch layer, which reads the lake's full history"
+        )
+    target, version, views = served_fingerprints(settings)
+    plan = ReplayPlan(name, target, views, version, datetime.now(UTC).isoformat())
+    write_atomically(folder / PLAN, plan.to_json())
+    return plan
+
+
+@dataclass
+class ReplayProgress:
+    done: int
+    total: int
+    events_per_s: float
+    seconds: float
+
+    @property
+    def eta_s(self) -> float:
+        return (self.total - self.done) / self.events_per_s if self.events_per_s else float("inf")
+
+    def describe(self) -> str:
+        eta = f"{self.eta_s:,.0f} s" if self.eta_s != float("inf") else "?"
+        return (
+            f"{self.done:,} of {self.total:,} offsets replayed ({self.total - self.done:,} to go), "
+            f"{self.events_per_s:,.0f}/s, ETA {eta}"
+        )
+
+
+def replayed_to(settings: Settings, name: str, target: dict[int, int]) -> int:
+    """Offsets below the target the set has published (per partition, at most its target)."""
+    root = kappa_settings(settings, name).speed_views_path
+    done = 0
+    for partition, end in target.items():
+        snapshot = read_snapshot(root, partition)
+        done += min(end, snapshot.next_offset) if snapshot else 0
+    return done
+
+
+def replay(
+    settings: Settings,
+    name: str,
+    *,
+    stop: threading.Event | None = None,
+    show: Callable[[str], None] = print,
+    every_s: float = 2.0,
+) -> ReplayProgress:
+    """Replay the log into the set up to the plan's target (resuming what a killed replay published)."""
+    plan = plan_replay(settings, name)
+    total = sum(plan.target.values())
+    stop = stop or threading.Event()
+    worker = SpeedWorker(kappa_settings(settings, name), until=plan.target)
+    started = time.monotonic()
+    first = replayed_to(settings, name, plan.target)
+    if first:
+        show(f"resuming replay {name}: {first:,} of {total:,} offsets were published before")
+    finished = threading.Event()
+
+    def report() -> None:
+        last, last_at = first, started
+        while not finished.wait(every_s):
+            done, now = replayed_to(settings, name, plan.target), time.monotonic()
+            show("  " + ReplayProgress(done, total, (done - last) / (now - last_at), now - started).describe())
+            last, last_at = done, now
+
+    reporter = threading.Thread(target=report, daemon=True)
+    reporter.start()
+    try:
+        worker.run(stop)
+    finally:
+        finished.set()
+        reporter.join()
+    done = replayed_to(settings, name, plan.target)
+    seconds = time.monotonic() - started
+    progress = ReplayProgress(done, total, (done - first) / seconds if seconds else 0.0, seconds)
+    if done < total:
+        raise KappaError(f"replay {name} stopped at {progress.describe()}; run it again to resume")
+    return progress
+
+
+@dataclass(frozen=True)
+class Comparison:
+    view: str
+    kappa: Fingerprint
+    lambda_merged: Fingerprint
+    recompute: Fingerprint
+
+    @property
+    def identical(self) -> bool:
+        return self.kappa == self.lambda_merged == self.recompute
+
+
+def verify(settings: Settings, name: str) -> list[Comparison]:
+    """Kappa views, Lambda merged views and a recompute from the lake, all at the plan's target."""
+    folder = kappa_settings(settings, name).data_dir
+    if not (folder / PLAN).exists():
+        raise KappaError(f"no Kappa set {name} under {folder.parent}: run `lambdactl kappa replay --name {name}`")
+    plan = ReplayPlan.from_json((folder / PLAN).read_text())
+    reflected, _, kappa = served_fingerprints(kappa_settings(settings, name))
+    if any(reflected.get(p, 0) != o for p, o in plan.target.items()):
+        raise KappaError(f"replay {name} has not reached its target yet: run `lambdactl kappa replay --name {name}`")
+    recomputed = recompute_from_lake(settings, plan.target)
+    return [Comparison(v.name, kappa[v.name], plan.lambda_views[v.name], recomputed[v.name]) for v in VIEWS]
+
+
+def recompute_from_lake(settings: Settings, target: dict[int, int]) -> dict[str, Fingerprint]:
+    """Every view from the lake's events below ``target``, each ``event_id`` once (the first copy by
+    partition and offset), with the views' own SQL: a full recompute, independent of both layers."""
+    lake = Lake(settings.lake_path, settings.events_topic)
+    committed = lake.committed_offsets(target)
+    behind = {p: (committed[p], o) for p, o in target.items() if committed[p] < o}
+    if behind:
+        raise KappaError(
+            "the lake does not hold everything below the target yet (partition: lake, target "
+            f"{behind}): is the lake sink running? Verify again once it caught up"
+        )
+    table = lake.table()
+    if table is None:
+        return {view.name: fingerprint([]) for view in VIEWS}
+    events = table.to_pyarrow_table()
+    limits = pa.array([target.get(p, 0) for p in events.column("kafka_partition").to_pylist()], pa.int64())
+    events = events.filter(pc.less(events.column("kafka_offset").cast(pa.int64()), limits))
+    connection = duck.connect()
+    try:
+        connection.register("lake_events", events)
+        connection.execute(f"CREATE TEMP VIEW firsts AS {deduplicated_sql('lake_events')}")
+        return {
+            view.name: fingerprint(connection.sql(_columns_of(view, f"({view.aggregate_sql('firsts')})")).fetchall())
+            for view in VIEWS
+        }
+    finally:
+        connection.close()
+
+
+def _columns_of(view: View, relation: str) -> str:
+    return f"SELECT {', '.join((*view.key_columns, *view.measure_columns))} FROM {relation}"
+
+
+def report_lines(comparisons: list[Comparison]) -> list[str]:
+    lines = [f"{'view':<28} {'rows k/l/r':>20}  kappa / lambda / recompute (sha256, first 12)"]
+    for c in comparisons:
+        rows = f"{c.kappa.rows}/{c.lambda_merged.rows}/{c.recompute.rows}"
+        hashes = " / ".join(f.digest[:12] for f in (c.kappa, c.lambda_merged, c.recompute))
+        lines.append(f"{c.view:<28} {rows:>20}  {hashes}  {'same' if c.identical else 'DIFFERENT'}")
+    lines.append(f"identical={'true' if all(c.identical for c in comparisons) else 'false'}")
+    return lines
+
+
+def existing_sets(settings: Settings) -> list[Path]:
+    return sorted(p for p in (settings.data_dir / "kappa").glob("*") if (p / PLAN).exists())

@@ -1,0 +1,114 @@
+"""Kappa beside Lambda on the same events: a replay of the log through the speed layer's code equals
+the Lambda merged views and a recompute from the lake, also when the replay is SIGKILLed and resumed."""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from pyspark.sql import SparkSession
+
+from batch_layer.batch_job import run_batch
+from batch_layer.lake_sink import LakeSink
+from lambda_contracts.events import SOURCES
+from lambda_contracts.plumbing.kafka import admin_client
+from lambda_contracts.serde import JsonSerde
+from lambda_contracts.settings import Settings
+from lambdactl.kappa import (
+    KappaError,
+    plan_replay,
+    replay,
+    replayed_to,
+    report_lines,
+    served_fingerprints,
+    verify,
+)
+from sources.run import build_simulators
+from speed_layer.worker import SpeedWorker
+from tests.flows import (
+    producing,
+    speed_reflected,
+    start_lambdactl,
+    wait_for,
+    wait_for_line,
+    whole_platform_settings,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
+    kafka: Settings, spark: SparkSession, tmp_path: Path
+) -> None:
+    settings = whole_platform_settings(kafka, tmp_path)
+    simulators = build_simulators(
+        SOURCES,
+        rate=300.0,
+        serde=JsonSerde(),
+        start=datetime.now(UTC),
+        seed=71,
+        late_share=0.2,
+        max_lateness=timedelta(hours=2),
+        duplicate_share=0.05,
+        cross_partition_share=0.5,
+        malformed_share=0.02,
+    )
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=LakeSink(settings).run, args=(stop,)),
+        threading.Thread(target=SpeedWorker(settings).run, args=(stop,)),
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        with producing(settings, simulators):
+            wait_for(lambda: speed_reflected(settings) > 2000, 60, "the speed layer reflecting 2,000 records")
+            run_batch(settings, "before-the-replay", lambda: spark)  # the Lambda answer: batch below C, speed above
+            wait_for(lambda: speed_reflected(settings) > 4000, 60, "the speed layer reflecting 4,000 records")
+        wait_for(lambda: served_fingerprints(settings)[1] == 1, 60, "serving on batch version 1 (speed reconciled)")
+        plan = plan_replay(settings, "first")
+        assert plan.lambda_batch_version == 1 and sum(plan.target.values()) > 4000
+
+        log = tmp_path / "replay.log"
+        killed = start_lambdactl(settings.child_environment(), log, "kappa", "replay", "--name", "first")
+        wait_for_line(log, "speed worker took partition")
+        threading.Event().wait(random.Random(5).uniform(0.0, 0.5))  # a random instant of the replay
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+        before = replayed_to(settings, "first", plan.target)
+
+        progress = replay(settings, "first", show=print)
+        print(f"killed with {before:,} of {progress.total:,} offsets published; resumed to the end")
+        assert progress.done == progress.total == sum(plan.target.values())
+        comparisons = verify(settings, "first")
+        lines = report_lines(comparisons)
+        print("\n".join(lines))
+        assert lines[-1] == "identical=true"
+        assert all(c.kappa.rows > 0 for c in comparisons), "every view has rows to compare"
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_replay_refuses_when_retention_deleted_the_first_records(kafka: Settings, tmp_path: Path) -> None:
+    from kafka import TopicPartition
+
+    settings = whole_platform_settings(kafka, tmp_path)
+    with producing(settings, build_simulators(SOURCES, rate=200.0, serde=JsonSerde(), start=datetime.now(UTC))):
+        wait_for(lambda: _ends(settings) > 300, 30, "300 records in the topic")
+    with admin_client(settings) as admin:
+        admin.delete_records({TopicPartition(settings.events_topic, 0): 5})  # what retention does to old segments
+    with pytest.raises(KappaError, match="partition 0 starts at 5"):
+        plan_replay(settings, "late")
+    assert not (tmp_path / "kappa" / "late").exists(), "a refused replay leaves nothing behind"
+
+
+def _ends(settings: Settings) -> int:
+    from lambda_contracts.plumbing.kafka import events_end_offsets
+
+    return sum(events_end_offsets(settings).values())
