@@ -23,6 +23,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 CURRENT = "CURRENT"
+SWITCH_LOCK = ".switch.lock"
+"""In the speed root: a publisher holds it exclusively while it makes a partition's snapshot current, and a
+reader shares it while it reads every partition's, so a read never straddles two publishes."""
 
 
 @dataclass(frozen=True)

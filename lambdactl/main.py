@@ -379,7 +379,10 @@ def speed() -> None:
     typer.echo(f"speed worker: {settings.events_topic} -> {settings.speed_views_path} (group {settings.speed_group})")
     worker = SpeedWorker(settings)
     worker.run(stop)
-    typer.echo(f"speed worker stopped after counting {worker.events_counted:,} events")
+    typer.echo(
+        f"speed worker stopped after counting {worker.events_counted:,} events; {worker.copies_elsewhere:,} copies "
+        f"were counted elsewhere first, {worker.copies_waited:,} times a copy waited for a publish of ours"
+    )
 
 
 @app.command("sql")

@@ -7,8 +7,9 @@ publish. Speed rows of partition ``p`` are used only if its snapshot may be merg
 (``usable_with``: each event once across partitions and layers) and its segments form one
 contiguous run from ``C[p]``; otherwise ``p`` is served from the batch alone, which is less fresh
 but still exact. Every file named here is immutable, so a query over a resolved snapshot never
-mixes two versions. The partitions' snapshots are read under the speed layer's publish lock (shared):
-a copy dropped on one partition in favour of a count on another is never read without that count.
+mixes two versions. The partitions' snapshots are read under the speed layer's switch lock (shared),
+so no partition's snapshot becomes current while they are read: a copy dropped on one partition in
+favour of a count published on another is never read without that count.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 from lambda_contracts.manifest import Manifest, current_version, read_manifest
 from lambda_contracts.plumbing.files import folder_read_lock
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root, read_snapshot
+from lambda_contracts.speed_snapshot import SWITCH_LOCK, PartitionSnapshot, partition_root, read_snapshot
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ class ServingSnapshot:
 def resolve(settings: Settings) -> ServingSnapshot:
     root = settings.batch_views_path
     current = current_version(root)
-    with folder_read_lock(settings.speed_views_path):  # a speed worker publishes its partitions as one step
+    with folder_read_lock(settings.speed_views_path, SWITCH_LOCK):  # no snapshot becomes current meanwhile
         speed = {p: read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)}
     now = datetime.now(UTC)
     live = [

@@ -152,11 +152,11 @@ class Counted:
 
         ids = events.column("event_id")
         high, low = id_words(ids)
-        counted = self.speed.contains_words(high, low, where=visible)
+        counted, not_visible = self.speed.classify_words(high, low, where=visible)
         keep = first_occurrences(ids) & ~counted & ~self.batch.counted(events)
         stopped_at = None
-        if waiting_on:
-            waits = self.speed.contains_words(high, low, where=unpublished) & ~counted
+        if waiting_on and (not_visible & keep).any():  # own held copies are not visible either: tell them apart
+            waits = self.speed.contains_words(high, low, where=unpublished) & keep
             if waits.any():
                 first = int(np.argmax(waits))  # rows are in offset order
                 stopped_at = int(events.column("kafka_offset")[first].as_py())

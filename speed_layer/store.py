@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 from lambda_contracts.plumbing.files import folder_lock, write_atomically
 from lambda_contracts.speed_snapshot import (
     CURRENT,
+    SWITCH_LOCK,
     PartitionSnapshot,
     Segment,
     partition_root,
@@ -97,7 +98,8 @@ def _write_snapshot(
         epoch=state.epoch,
     )
     write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
-    write_atomically(partition_root(speed_root, state.partition) / CURRENT, f"{sequence}\n")
+    with folder_lock(speed_root, SWITCH_LOCK):  # readers of all partitions wait for this rename only
+        write_atomically(partition_root(speed_root, state.partition) / CURRENT, f"{sequence}\n")
     return snapshot
 
 

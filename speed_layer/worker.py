@@ -107,6 +107,8 @@ class SpeedWorker:
         """Events not counted here because another partition (or the batch) counted a copy."""
         self.copies_waited = 0
         """Times a partition waited at a copy until this worker published its count on another partition."""
+        self._waiting: dict[int, tuple[pa.Table, int]] = {}
+        """Partition -> decoded rows from a copy of our own unpublished count on, and the offset after them."""
         self.space = SpaceWait("speed worker", self.root)
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
@@ -127,6 +129,7 @@ class SpeedWorker:
                     self._submit()
                     self._take_decoded()
                     self._publish()
+                    self._publish_waiting()
                 self._housekeeping()
             self._submit()
             self._take_decoded()
@@ -280,9 +283,11 @@ class SpeedWorker:
         self._pending = [r for r in self._pending if r.partition != partition]
         self._pending_ranges.pop(partition, None)
         self._read_to.pop(partition, None)
+        self._waiting.pop(partition, None)
 
     def _take_decoded(self) -> None:
         """Give each partition the events to count from the decode in flight (if its position did not move)."""
+        self._take_waiting()
         if self._in_flight is None:
             return
         in_flight, self._in_flight = self._in_flight, None
@@ -291,20 +296,50 @@ class SpeedWorker:
         partitions = events.column("kafka_partition")
         for partition, (start, end) in in_flight.ranges.items():
             state = self.states.get(partition)
-            if state is None or state.next_offset != start:
+            waiting = self._waiting.get(partition)
+            if state is None or (state.next_offset != start and (waiting is None or waiting[1] != start)):
                 continue  # lost or moved (a cutoff) since: these records are read again where needed
             rows = events if len(in_flight.ranges) == 1 else events.filter(pc.equal(partitions, partition))
-            claim = self.counted.claim(partition, rows, self._unpublished_from())
-            taken_to = end
-            if claim.stopped_at is not None:  # waits at a copy of a count of ours not yet published
-                rows = rows.filter(pc.less(rows.column("kafka_offset"), claim.stopped_at))
-                taken_to = claim.stopped_at
-                self._forget_reads(partition)  # read again from the copy on
-                self.consumer.seek(TopicPartition(self.topic, partition), taken_to)
-                self.copies_waited += 1
-            self.copies_elsewhere += rows.num_rows - claim.rows.num_rows
-            if taken_to > start:
-                self.events_counted += state.take(claim.rows, taken_to)
+            if waiting is not None:  # behind rows that wait for a publish: they keep their order
+                self._waiting[partition] = (pa.concat_tables([waiting[0], rows]), end)
+                continue
+            self._claim(state, rows, end)
+
+    def _claim(self, state: PartitionState, rows: pa.Table, end: int) -> None:
+        """Count what ``Counted`` lets through; rows from a copy of an unpublished count of ours wait."""
+        claim = self.counted.claim(state.partition, rows, self._unpublished_from())
+        taken_to = end
+        if claim.stopped_at is not None:  # waits at a copy of a count of ours not yet published
+            offsets = rows.column("kafka_offset")
+            self._waiting[state.partition] = (rows.filter(pc.greater_equal(offsets, claim.stopped_at)), end)
+            rows = rows.filter(pc.less(offsets, claim.stopped_at))
+            taken_to = claim.stopped_at
+            self.copies_waited += 1
+        self.copies_elsewhere += rows.num_rows - claim.rows.num_rows
+        if taken_to > state.next_offset:
+            self.events_counted += state.take(claim.rows, taken_to)
+
+    def _publish_waiting(self) -> None:
+        """Rows that waited for this publish are counted and published in further passes of it, so readers
+        see them no later than without the wait. A pass can make rows wait on counts it took itself: the
+        next pass publishes those (each wait is on a count taken earlier, so the passes end)."""
+        for _ in range(len(self.states)):
+            before = {p: rows.num_rows for p, (rows, _) in self._waiting.items()}
+            if not before or self.space.waiting:
+                return
+            self._take_waiting()
+            after = {p: rows.num_rows for p, (rows, _) in self._waiting.items()}
+            self._publish()
+            if after == before:
+                return  # waiting on a partition that could not publish (a rebuild, say): the next cadence
+
+    def _take_waiting(self) -> None:
+        """Claim again the rows that waited for a publish of ours (kept decoded, not read again)."""
+        for partition, (rows, end) in list(self._waiting.items()):
+            del self._waiting[partition]
+            state = self.states.get(partition)
+            if state is not None:
+                self._claim(state, rows, end)
 
     def _unpublished_from(self) -> dict[int, int]:
         """Own partition -> the offset from which what it counted is not published yet."""

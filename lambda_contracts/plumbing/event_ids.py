@@ -108,7 +108,14 @@ class IdSet:
     def contains_words(self, high: Words, low: Words, where: Where | None = None) -> npt.NDArray[np.bool_]:
         """For each id, whether the set holds it; with ``where``, only copies it accepts (by partition
         and offset) count."""
-        found = np.zeros(len(high), dtype=np.bool_)
+        return self.classify_words(high, low, where)[0]
+
+    def classify_words(
+        self, high: Words, low: Words, where: Where | None = None
+    ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """One search, two answers per id: held in a copy ``where`` accepts; held in a copy it does not."""
+        accepted = np.zeros(len(high), dtype=np.bool_)
+        other = np.zeros(len(high), dtype=np.bool_)
         for run in self._runs:
             run_high, run_low = run["high"], run["low"]
             start = np.searchsorted(run_high, high, side="left")
@@ -116,10 +123,13 @@ class IdSet:
             for step in range(int((end - start).max(initial=0))):  # equal high words: almost never more than one
                 index = np.minimum(start + step, len(run_high) - 1)
                 hit = (start + step < end) & (run_low[index] == low)
-                if where is not None:
-                    hit &= where(run["partition"][index], run["offset"][index])
-                found |= hit
-        return found
+                if where is None:
+                    accepted |= hit
+                elif hit.any():
+                    ok = where(run["partition"][index], run["offset"][index])
+                    accepted |= hit & ok
+                    other |= hit & ~ok
+        return accepted, other
 
     def retag(self, partition: int, from_offset: int, tag: int) -> None:
         """Move what ``partition`` counted from ``from_offset`` on under another tag (kept, not dropped)."""

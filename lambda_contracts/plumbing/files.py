@@ -42,10 +42,10 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 @contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
+def folder_lock(folder: Path, name: str = LOCK_FILE) -> Iterator[None]:
     """An exclusive lock on ``folder`` among the processes of this machine (or shared volume)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / LOCK_FILE).open("w") as lock:
+    with (folder / name).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -54,11 +54,11 @@ def folder_lock(folder: Path) -> Iterator[None]:
 
 
 @contextmanager
-def folder_read_lock(folder: Path) -> Iterator[None]:
+def folder_read_lock(folder: Path, name: str = LOCK_FILE) -> Iterator[None]:
     """A shared lock on ``folder``: what several files there say is read between two publishes, never
     across one. Needs only read access; a folder nobody published to yet needs no lock."""
     try:
-        descriptor = os.open(folder / LOCK_FILE, os.O_RDONLY)
+        descriptor = os.open(folder / name, os.O_RDONLY)
     except FileNotFoundError:
         yield
         return
