@@ -205,11 +205,14 @@ def _overload(
         lags = {name: positions["end"] - positions[name] for name in ("lake", "speed")}
         for name, lag in lags.items():
             figures.max_lag[name] = max(figures.max_lag[name], lag)
-        if dropped_at is None and all(load.poll() is not None for load in loads):
+        if dropped_at is None and now >= minutes * 60:
+            for load in loads:  # behind their schedule, simulators would go on until they sent it all
+                load.terminate()
+                load.wait()
             dropped_at = now
             figures.overload_s = now
             figures.lag_at_drop = dict(lags)
-            figures.produced = positions["end"] - before
+            figures.produced = sum(events_end_offsets(settings).values()) - before
             show(
                 f"  load dropped to half the capacity after {now:.0f} s; "
                 f"lag lake {lags['lake']:,}, speed {lags['speed']:,}"
