@@ -18,8 +18,10 @@ and the replay refuses (seeding it from the lake is the way to a long history, n
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import operator
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -28,8 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.dataset as ds
 
 from batch_layer.lake import Lake
 from lambda_contracts.plumbing import duck
@@ -240,11 +241,13 @@ def recompute_from_lake(settings: Settings, target: dict[int, int]) -> dict[str,
             f"{behind}): is the lake sink running? Verify again once it caught up"
         )
     table = lake.table()
-    if table is None:
+    if table is None or not target:
         return {view.name: fingerprint([]) for view in VIEWS}
-    events = table.to_pyarrow_table()
-    limits = pa.array([target.get(p, 0) for p in events.column("kafka_partition").to_pylist()], pa.int64())
-    events = events.filter(pc.less(events.column("kafka_offset").cast(pa.int64()), limits))
+    below = functools.reduce(  # pushed into the scan: the lake is partitioned by Kafka partition
+        operator.or_,
+        [(ds.field("kafka_partition") == p) & (ds.field("kafka_offset") < o) for p, o in target.items()],
+    )
+    events = table.to_pyarrow_dataset().to_table(filter=below)
     connection = duck.connect()
     try:
         connection.register("lake_events", events)

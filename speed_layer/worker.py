@@ -287,7 +287,6 @@ class SpeedWorker:
 
     def _take_decoded(self) -> None:
         """Give each partition the events to count from the decode in flight (if its position did not move)."""
-        self._take_waiting()
         if self._in_flight is None:
             return
         in_flight, self._in_flight = self._in_flight, None
