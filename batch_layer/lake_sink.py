@@ -33,7 +33,7 @@ from lambda_contracts.plumbing.dead_letters import DeadLetterPublisher, last_dea
 from lambda_contracts.plumbing.files import SpaceWait, out_of_space
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
-from lambda_contracts.serde import get_serde
+from lambda_contracts.serde import WIRE
 from lambda_contracts.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class LakeSink:
         self.settings = settings
         self.topic = settings.events_topic
         self.lake = Lake(settings.lake_path, self.topic)
-        self.serde = get_serde(settings.serde)
+        self.serde = WIRE  # every format producers may write, on one topic
         self.group = settings.lake_sink_group
         self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
         self.dead_letters = DeadLetterPublisher(settings)

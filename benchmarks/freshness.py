@@ -4,13 +4,15 @@
    marker readings (one device each, every 100 ms) are produced and the merged view is polled
    until each appears: p50 and p99 of produce-to-visible.
 2. The speed layer's events/s over a pre-filled topic, next to a bare kafka-python
-   consume-and-``json.loads`` loop over the same records, in the same run.
+   consume-and-``json.loads`` loop over the same records, in the same run; then the same events
+   in Avro (schema version 2) against a bare consume-and-``fastavro`` loop, with bytes per event.
 3. A merged-view query (snapshot resolution included) next to the same query on a single
    pre-merged table: p50 and p99.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import statistics
@@ -26,13 +28,15 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+from fastavro import schemaless_reader
 from kafka import TopicPartition
 
 from infra.topics import ensure_topics
 from lambda_contracts.events import SOURCES, SensorReading, SensorReadingPayload
 from lambda_contracts.plumbing import duck
 from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_offsets
-from lambda_contracts.serde import JsonSerde
+from lambda_contracts.schema_registry import events_catalog
+from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.topics import platform_topics
@@ -59,6 +63,15 @@ class FreshnessFigures:
     merged_p99_ms: float
     premerged_p50_ms: float
     premerged_p99_ms: float
+    formats: tuple[Throughput, ...]
+
+
+@dataclass(frozen=True)
+class Throughput:
+    serde: str
+    speed_events_per_s: float
+    bare_events_per_s: float
+    bytes_per_event: float
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -91,7 +104,7 @@ def _marker(index: int) -> tuple[bytes, bytes]:
         event_type="sensor_reading",
         payload=SensorReadingPayload(metric="temperature_c", value=Decimal("20.000"), firmware="bench"),
     )
-    return event.entity_key.encode(), JsonSerde().encode(event)
+    return event.entity_key.encode(), get_serde("json").encode(event)
 
 
 def measure_freshness(settings: Settings, rate: float, seconds: float, show: Callable[[str], None]) -> dict[str, float]:
@@ -110,7 +123,7 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
             time.sleep(0.01)
 
     try:
-        simulators = build_simulators(SOURCES, rate=rate / 3, serde=JsonSerde(), start=datetime.now(UTC), seed=3)
+        simulators = build_simulators(SOURCES, rate=rate / 3, serde=get_serde("json"), start=datetime.now(UTC), seed=3)
         producer = BatchingProducer(settings, settings.events_topic)
         poller = threading.Thread(target=poll, daemon=True)
         started = time.monotonic()
@@ -150,13 +163,30 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
     }
 
 
-def measure_throughput(settings: Settings, events: int, show: Callable[[str], None]) -> tuple[float, float]:
-    simulators = build_simulators(SOURCES, rate=1000.0, serde=JsonSerde(), start=datetime.now(UTC), seed=9)
+def _bare_parse(serde: str) -> Callable[[bytes], object]:
+    """What a consumer without the platform would do with one record of ``serde``."""
+    if serde == "json":
+        return json.loads
+    schemas = {s.schema_id: s.parsed for s in events_catalog().versions}
+
+    def avro(value: bytes) -> object:
+        body = io.BytesIO(value)
+        body.seek(5)
+        return schemaless_reader(body, schemas[int.from_bytes(value[1:5], "big")], None)
+
+    return avro
+
+
+def measure_throughput(settings: Settings, events: int, show: Callable[[str], None], serde: str = "json") -> Throughput:
+    simulators = build_simulators(SOURCES, rate=1000.0, serde=get_serde(serde), start=datetime.now(UTC), seed=9)
     producer = BatchingProducer(settings, settings.events_topic)
+    size = 0
     for record in itertools.islice(merged_records(simulators), events):
         producer.send(record.key, record.value)
+        size += len(record.value)
     producer.close()
-    show(f"  topic pre-filled with {events:,} events")
+    show(f"  topic pre-filled with {events:,} events in {serde}, {size / events:.0f} bytes each on average")
+    parse = _bare_parse(serde)
 
     consumer = new_consumer(settings, group_id=None, max_poll_records=20_000)
     tps = [TopicPartition(settings.events_topic, p) for p in range(settings.topic_partitions)]
@@ -167,8 +197,8 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
         for batch in consumer.poll(timeout_ms=500).values():
             for record in batch:
                 try:  # noqa: SIM105 (a with-block per record would slow the baseline down)
-                    json.loads(record.value)
-                except ValueError:
+                    parse(record.value)
+                except (ValueError, KeyError, EOFError, IndexError):
                     pass  # a malformed record (the simulators send some): parsed all the same
                 parsed += 1
     bare = events / (time.perf_counter() - started)
@@ -188,7 +218,8 @@ def measure_throughput(settings: Settings, events: int, show: Callable[[str], No
     speed = events / (time.monotonic() - worker.first_assignment_at)  # the group join is start-up, not throughput
     stop.set()
     thread.join()
-    return speed, bare
+    show(f"  {serde}: speed layer {speed:,.0f} events/s, bare loop {bare:,.0f} events/s")
+    return Throughput(serde, speed, bare, size / events)
 
 
 def measure_queries(settings: Settings, runs: int = 50) -> tuple[list[float], list[float]]:
@@ -221,7 +252,9 @@ def run_freshness_benchmark(
         fresh = measure_freshness(_isolated(settings, Path(folder) / "fresh"), rate, seconds, show)
         show(f"2. speed layer throughput against a bare consume-and-parse loop, {events:,} events")
         throughput_settings = _isolated(settings, Path(folder) / "throughput")
-        speed, bare = measure_throughput(throughput_settings, events, show)
+        formats = [measure_throughput(throughput_settings, events, show)]
+        avro_settings = _isolated(settings, Path(folder) / "throughput-avro")
+        formats.append(measure_throughput(avro_settings, events, show, serde="avro-v2"))
         show("3. merged-view query against the same query on a pre-merged table")
         merged, premerged = measure_queries(throughput_settings)
     return FreshnessFigures(
@@ -230,12 +263,13 @@ def run_freshness_benchmark(
         markers=int(fresh["markers"]),
         p50_s=fresh["p50"],
         p99_s=fresh["p99"],
-        speed_events_per_s=speed,
-        bare_events_per_s=bare,
+        speed_events_per_s=formats[0].speed_events_per_s,
+        bare_events_per_s=formats[0].bare_events_per_s,
         merged_p50_ms=statistics.median(merged),
         merged_p99_ms=_percentile(merged, 0.99),
         premerged_p50_ms=statistics.median(premerged),
         premerged_p99_ms=_percentile(premerged, 0.99),
+        formats=tuple(formats),
     )
 
 
@@ -248,6 +282,11 @@ def report(f: FreshnessFigures) -> list[str]:
         f"bare consume+json.loads {f.bare_events_per_s:,.0f} events/s,"
         f" ratio {f.speed_events_per_s / f.bare_events_per_s:.2f} (target >= 0.8: "
         f"{'met' if f.speed_events_per_s / f.bare_events_per_s >= 0.8 else 'NOT met'})",
+        *(
+            f"format {t.serde:<8} speed layer {t.speed_events_per_s:>8,.0f} events/s, bare consume+parse "
+            f"{t.bare_events_per_s:>8,.0f} events/s, {t.bytes_per_event:.0f} bytes/event"
+            for t in f.formats
+        ),
         f"merged-view query p50 {f.merged_p50_ms:.1f} ms p99 {f.merged_p99_ms:.1f} ms; pre-merged table "
         f"p50 {f.premerged_p50_ms:.1f} ms p99 {f.premerged_p99_ms:.1f} ms",
     ]

@@ -70,9 +70,9 @@ def events_to_arrow(accepted: Sequence[Accepted]) -> pa.Table:
         columns["event_date"].append(event.event_time.date())
         columns["entity_key"].append(event.entity_key)
         columns["schema_version"].append(event.schema_version)
-        payload = event.payload
+        payload = event.payload.__dict__  # the model's field values; a missing one is None (no getattr miss)
         for name in payload_names:
-            columns[name].append(getattr(payload, name, None))
+            columns[name].append(payload.get(name))
         columns["kafka_partition"].append(item.partition)
         columns["kafka_offset"].append(item.offset)
     return pa.Table.from_pydict(columns, schema=EVENT_SCHEMA)

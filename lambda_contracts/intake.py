@@ -15,7 +15,7 @@ from typing import Protocol
 
 from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.events import Event
-from lambda_contracts.serde import Rejection, Serde
+from lambda_contracts.serde import Decoder, Rejection
 
 
 class KafkaRecord(Protocol):
@@ -36,7 +36,7 @@ class Accepted:
     raw: bytes
 
 
-def split(records: Iterable[KafkaRecord], serde: Serde, rejected_by: str) -> tuple[list[Accepted], list[DeadLetter]]:
+def split(records: Iterable[KafkaRecord], serde: Decoder, rejected_by: str) -> tuple[list[Accepted], list[DeadLetter]]:
     """Decode records; valid ones become events, the rest dead letters carrying their bytes."""
     accepted: list[Accepted] = []
     rejected: list[DeadLetter] = []

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
     producer_acks: Literal["all", "1", "0"] = "all"
     producer_delivery_timeout_ms: int = Field(120_000, ge=1000)
 
-    serde: Literal["json"] = "json"
+    serde: Literal["json", "avro-v1", "avro-v2"] = Field(
+        "json", description="The format producers write (Avro: lambda_contracts/avro/); consumers read them all."
+    )
 
     # Lake sink: a Delta commit holds rows and offsets; flush by size or by time.
     lake_flush_rows: int = Field(100_000, ge=1)

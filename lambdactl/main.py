@@ -78,6 +78,8 @@ kappa_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(kappa_app, name="kappa")
+schemas_app = typer.Typer(help="The Avro schemas of the events topic (lambda_contracts/avro/).", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -284,9 +286,14 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Same seed and start, same records.")] = DEFAULTS.seed,
     start: Annotated[datetime | None, typer.Option(help="Simulated start time (UTC); default now.")] = None,
     fast: Annotated[bool, typer.Option("--fast", help="Send as fast as possible, not in real time.")] = False,
+    serde: Annotated[str | None, typer.Option(help="json, avro-v1 or avro-v2; default: the setting `serde`.")] = None,
 ) -> None:
     """Produce simulated web, app and sensor events to the events topic."""
     settings = get_settings()
+    try:
+        wire_format = get_serde(serde or settings.serde)
+    except ValueError as error:
+        raise typer.BadParameter(str(error)) from None
     unknown = [s for s in source if s not in SOURCES]
     if unknown:
         raise typer.BadParameter(f"unknown source {', '.join(unknown)}; choose web, app or sensor")
@@ -297,7 +304,7 @@ def simulate(
     simulators = build_simulators(
         sources,
         rate=rate,
-        serde=get_serde(settings.serde),
+        serde=wire_format,
         start=begin,
         seed=seed,
         late_share=late_share,
@@ -309,7 +316,8 @@ def simulate(
     stop = stop_on_signals()
     producer = BatchingProducer(settings, settings.events_topic)
     typer.echo(
-        f"simulating {', '.join(sources)} at {rate:,.0f} records/s each into {settings.events_topic} (Ctrl-C stops)"
+        f"simulating {', '.join(sources)} at {rate:,.0f} records/s each into {settings.events_topic} "
+        f"as {wire_format.name} (Ctrl-C stops)"
     )
 
     def show(report: RunReport) -> None:
@@ -697,6 +705,25 @@ def kappa_verify(
         typer.echo(line)
     if lines[-1] != "identical=true":
         raise typer.Exit(1)
+
+
+@schemas_app.command("check")
+def schemas_check() -> None:
+    """Refuse a schema catalog that may not ship: edited versions, or any version not FULL_TRANSITIVE compatible."""
+    from lambda_contracts.schema_registry import check_catalog, load_catalog
+
+    catalog = load_catalog()
+    for schema in catalog.versions:
+        role = "  (the contract's reader schema)" if schema.version == catalog.contract_version else ""
+        typer.echo(
+            f"{catalog.subject} v{schema.version}: id {schema.schema_id}, sha256 {schema.fingerprint[:16]}{role}"
+        )
+    problems = check_catalog(catalog)
+    for problem in problems:
+        typer.secho(f"refused: {problem}", fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("compatible: every version reads every other (FULL_TRANSITIVE), none edited after registration")
 
 
 # -- deployment --------------------------------------------------------------------------------

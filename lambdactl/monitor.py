@@ -18,7 +18,7 @@ from kafka import KafkaConsumer, TopicPartition
 from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
-from lambda_contracts.serde import get_serde
+from lambda_contracts.serde import WIRE
 from lambda_contracts.settings import Settings
 
 MONITOR_GROUP = "lambda-monitor"
@@ -59,7 +59,6 @@ def run_monitor(
     every_s: float = 1.0,
 ) -> MonitorTotals:
     """Consume until ``stop`` is set, calling ``show`` about every ``every_s`` seconds."""
-    serde = get_serde(settings.serde)
     consumer = new_consumer(settings, group_id)
     subscribe_when_known(consumer, settings.events_topic)
     totals = MonitorTotals()
@@ -69,7 +68,7 @@ def run_monitor(
             batches = consumer.poll(timeout_ms=200, max_records=5000)
             records = [r for batch in batches.values() for r in batch]
             if records:
-                accepted, rejected = split(records, serde, rejected_by=group_id)
+                accepted, rejected = split(records, WIRE, rejected_by=group_id)
                 consumer.commit()
                 totals.accepted += len(accepted)
                 totals.rejected += len(rejected)

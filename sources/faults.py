@@ -1,7 +1,8 @@
 """Ways a record goes bad in the wild, applied to a valid event's bytes.
 
 Each fault is one a real pipeline sees: truncation, a binary blob, a missing or mistyped field,
-an out-of-range value, an unknown event type, an empty value, a time without a zone.
+an out-of-range value, an unknown event type, an empty value, a time without a zone; and for
+Avro records, a schema id nobody registered, a cut body and bytes that are no Avro at all.
 """
 
 from __future__ import annotations
@@ -70,9 +71,27 @@ FAULTS: tuple[Fault, ...] = (
 
 
 def malform(valid: bytes, rng: random.Random) -> bytes:
-    """Bytes that fail validation, derived from a valid event's JSON bytes."""
+    """Bytes that fail validation, derived from a valid event's bytes (JSON, or Avro in the wire format)."""
+    if valid[:1] == b"\x00":
+        return rng.choice(AVRO_FAULTS)(valid, rng)
     fault = rng.choice(FAULTS)
     return fault(json.loads(valid), valid, rng)
+
+
+def _unknown_schema_id(raw: bytes, rng: random.Random) -> bytes:
+    return raw[:1] + rng.randrange(1000, 2**31).to_bytes(4, "big") + raw[5:]
+
+
+def _cut_avro(raw: bytes, rng: random.Random) -> bytes:
+    return raw[: rng.randrange(5, len(raw) - 1)]
+
+
+def _garbage_avro(raw: bytes, rng: random.Random) -> bytes:
+    return raw[:5] + b"\xff" * rng.randrange(1, 12)  # a long varint that never ends
+
+
+AvroFault = Callable[[bytes, random.Random], bytes]
+AVRO_FAULTS: tuple[AvroFault, ...] = (_unknown_schema_id, _cut_avro, _garbage_avro)
 
 
 def _dump(event: dict[str, Any]) -> bytes:

@@ -42,7 +42,7 @@ from lambda_contracts.plumbing.event_ids import IdSet
 from lambda_contracts.plumbing.files import SpaceWait, folder_lock, out_of_space
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
-from lambda_contracts.serde import get_serde
+from lambda_contracts.serde import WIRE
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot
 from speed_layer.counted import BatchIds, Counted
@@ -78,7 +78,7 @@ class SpeedWorker:
         self.topic = settings.events_topic
         self.root = settings.speed_views_path
         self.group = settings.speed_group
-        self.serde = get_serde(settings.serde)
+        self.serde = WIRE  # every format producers may write, on one topic
         self.consumer = consumer or new_consumer(
             settings,
             self.group,

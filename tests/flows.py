@@ -118,10 +118,12 @@ def whole_platform_settings(kafka: Settings, data_dir: Path) -> Settings:
 
 def lively_simulators(
     seed: int,
+    *,
     start: datetime | None = None,
     rate: float = 300.0,
     duplicate_share: float = 0.03,
     malformed_share: float = 0.02,
+    cross_partition_share: float = 0.0,
 ) -> list[Simulator]:
     """Web, app and sensors with late (up to 2 h), duplicate and malformed records."""
     return build_simulators(
@@ -133,6 +135,7 @@ def lively_simulators(
         late_share=0.2,
         max_lateness=timedelta(hours=2),
         duplicate_share=duplicate_share,
+        cross_partition_share=cross_partition_share,
         malformed_share=malformed_share,
     )
 

@@ -23,7 +23,7 @@ import pyarrow.json as pj
 from lambda_contracts.columns import EVENT_SCHEMA, PAYLOAD_COLUMNS, UTC_MICROS, events_to_arrow
 from lambda_contracts.dead_letter import DeadLetter
 from lambda_contracts.intake import KafkaRecord, split
-from lambda_contracts.serde import JsonSerde, Serde
+from lambda_contracts.serde import Decoder, JsonSerde, WireDecoder
 
 _TEXT = r'"[ !#-\[\]-~]{1,128}"'
 """An identifier of 1 to 128 printable ASCII characters written without escapes."""
@@ -96,12 +96,12 @@ _OFFSET = operator.attrgetter("offset")
 
 
 def decode_micro_batch(
-    records: Sequence[KafkaRecord], serde: Serde, rejected_by: str
+    records: Sequence[KafkaRecord], serde: Decoder, rejected_by: str
 ) -> tuple[pa.Table, list[DeadLetter]]:
     """Valid records as rows in ``EVENT_SCHEMA`` by (partition, offset); invalid ones as dead letters."""
     if not records:
         return EVENT_SCHEMA.empty_table(), []
-    if not isinstance(serde, JsonSerde):
+    if not isinstance(serde, JsonSerde | WireDecoder):  # the others never write canonical JSON
         accepted, rejected = split(records, serde, rejected_by)
         return events_to_arrow(accepted), rejected
     rows, taken = _canonical_rows(records)

@@ -215,6 +215,14 @@ def test_a_wrong_setting_is_named_without_a_traceback(env: dict[str, str]) -> No
     assert typo.returncode == 2 and "error: LAMBDA_SPEED_PUBLISH_MS: Input should be a valid integer" in typo.stderr
 
 
+def test_schemas_check_passes_the_shipped_catalog_and_an_unknown_format_is_named(env: dict[str, str]) -> None:
+    check = lambdactl(env, "schemas", "check")
+    assert check.returncode == 0, check.stderr
+    assert "events-value v2: id 2" in check.stdout and "compatible: every version reads every other" in check.stdout
+    wrong = lambdactl(env, "simulate", "--serde", "protobuf", "--count", "1")
+    assert wrong.returncode == 2 and "unknown serde 'protobuf'; known: avro-v1, avro-v2, json" in wrong.stderr
+
+
 def test_a_run_killed_without_clean_up_is_named_before_a_new_one_starts(env: dict[str, str], tmp_path: Path) -> None:
     with reaped([start_lambdactl(env, tmp_path / "serve.log", "serve")]) as (leftover,):
         wait_for((tmp_path / "serving").exists, 60, "the leftover serve loop running")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import signal
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -30,6 +30,7 @@ from lambdactl.kappa import (
 from sources.run import build_simulators
 from speed_layer.worker import SpeedWorker
 from tests.flows import (
+    lively_simulators,
     producing,
     speed_reflected,
     start_lambdactl,
@@ -45,18 +46,7 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
     kafka: Settings, spark: SparkSession, tmp_path: Path
 ) -> None:
     settings = whole_platform_settings(kafka, tmp_path)
-    simulators = build_simulators(
-        SOURCES,
-        rate=300.0,
-        serde=JsonSerde(),
-        start=datetime.now(UTC),
-        seed=71,
-        late_share=0.2,
-        max_lateness=timedelta(hours=2),
-        duplicate_share=0.05,
-        cross_partition_share=0.5,
-        malformed_share=0.02,
-    )
+    simulators = lively_simulators(seed=71, duplicate_share=0.05, malformed_share=0.02, cross_partition_share=0.5)
     stop = threading.Event()
     threads = [
         threading.Thread(target=LakeSink(settings).run, args=(stop,)),
