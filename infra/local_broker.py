@@ -1,10 +1,14 @@
 """The embedded Apache Kafka: one KRaft node, or three for high availability, from the pinned jars.
 
-Each node runs broker and controller in one JVM. A one-node cluster keeps its state under
+Each configured node runs broker and controller in one JVM. A one-node cluster keeps its state under
 ``<data_dir>/kafka``; node n of three under ``<data_dir>/kafka/node-n``: ``log-dirs`` (formatted
 once with the cluster's id, kept across restarts), ``server.properties`` (written from settings
 at every start), ``logs/`` and ``broker.pid``. Readiness is a real metadata request that must
 list the node as registered and unfenced, retried within a bounded time, never a fixed sleep.
+
+Scale-out adds broker-only nodes (``add_node``: node 4, 5, ... on the ports + 100 * (n - 1)); they
+are found again on disk at every start and removed with ``remove_node`` once drained. The controller
+quorum (the configured nodes) stays fixed: see ``infra.scaling``.
 """
 
 from __future__ import annotations
@@ -12,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kafka.errors import KafkaError
@@ -23,6 +28,7 @@ from kafka.errors import KafkaError
 from infra.jars import KAFKA_JARS, InstallError, java_major_version
 from infra.kafka_node import (
     KafkaNodeError,
+    NodeSpec,
     format_storage,
     java_command,
     local_nodes,
@@ -31,7 +37,7 @@ from infra.kafka_node import (
 )
 from infra.ports import PortInUseError, ensure_port_free
 from lambda_contracts.plumbing.kafka import admin_client, quiet_kafka_logs
-from lambda_contracts.settings import Settings
+from lambda_contracts.settings import NODE_PORT_STEP, Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +69,19 @@ class BrokerStatus:
 
 
 class BrokerNode:
-    """One KRaft node (broker and controller in one JVM) of the local cluster."""
+    """One KRaft node of the local cluster: broker and controller in one JVM, or broker only (added)."""
 
     def __init__(self, settings: Settings, node_id: int) -> None:
         self.settings = settings
         self.node_id = node_id
-        self.port, self.controller_port = settings.local_broker_ports[node_id - 1]
+        self.broker_only = node_id > settings.broker_nodes
+        self.port: int = settings.broker_port + NODE_PORT_STEP * (node_id - 1)
+        self.controller_port: int | None = None
+        if not self.broker_only:
+            self.port, self.controller_port = settings.local_broker_ports[node_id - 1]
         root = (settings.data_dir / "kafka").resolve()
         self.cluster_root = root
-        self.home = root if settings.broker_nodes == 1 else root / f"node-{node_id}"
+        self.home = root if node_id == 1 and settings.broker_nodes == 1 else root / f"node-{node_id}"
         self.log_dirs = self.home / "log-dirs"
         self.logs = self.home / "logs"
         self.properties = self.home / "server.properties"
@@ -216,17 +226,22 @@ class BrokerNode:
             ("LAMBDA_BROKER_PORT", self.port),
             ("LAMBDA_BROKER_CONTROLLER_PORT", self.controller_port),
         ):
+            if port is None:
+                continue
             try:
                 ensure_port_free(self.settings.broker_host, port, setting)
             except PortInUseError as error:
                 raise BrokerError(f"the broker cannot listen: {error}") from None
 
+    @property
+    def spec(self) -> NodeSpec:
+        if not self.broker_only:
+            return local_nodes(self.settings)[self.node_id - 1]
+        return replace(local_nodes(self.settings)[0], node_id=self.node_id, port=self.port, controller_port=None)
+
     def _write_properties(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.properties.write_text(
-            server_properties(self.settings, self.log_dirs, local_nodes(self.settings)[self.node_id - 1]),
-            encoding="utf-8",
-        )
+        self.properties.write_text(server_properties(self.settings, self.log_dirs, self.spec), encoding="utf-8")
 
     def _format_once(self) -> None:
         """Format the KRaft storage on first start only; later starts keep every record."""
@@ -239,6 +254,12 @@ class BrokerNode:
 
     def _cluster_id(self) -> str:
         """One id for every node of the local cluster, made once."""
+        if self.broker_only:  # an added node joins the cluster node 1 formatted
+            first = BrokerNode(self.settings, 1).log_dirs / "meta.properties"
+            for line in first.read_text().splitlines():
+                if line.startswith("cluster.id="):
+                    return line.split("=", 1)[1].strip()
+            raise BrokerError(f"no cluster.id in {first}: start the cluster before adding a broker")
         if self.settings.broker_nodes == 1:
             return new_cluster_id()
         path = self.cluster_root / "cluster-id"
@@ -259,15 +280,41 @@ class LocalBroker:
             )
         self.settings = settings
         self.nodes = [BrokerNode(settings, n) for n in range(1, settings.broker_nodes + 1)]
+        self.nodes += [BrokerNode(settings, n) for n in _added_node_ids(settings)]
 
     @property
     def bootstrap(self) -> str:
         return self.settings.bootstrap_servers
 
     def node(self, node_id: int) -> BrokerNode:
-        if not 1 <= node_id <= len(self.nodes):
-            raise BrokerError(f"no broker node {node_id}: the local cluster has nodes 1..{len(self.nodes)}")
-        return self.nodes[node_id - 1]
+        for node in self.nodes:
+            if node.node_id == node_id:
+                return node
+        known = ", ".join(str(n.node_id) for n in self.nodes)
+        raise BrokerError(f"no broker node {node_id}: the local cluster has nodes {known}")
+
+    def add_node(self) -> BrokerNode:
+        """Start one more broker-only node (the next id) and wait until the cluster lists it unfenced."""
+        if self.status().running is False:
+            raise BrokerError("the local cluster is not running: `lambdactl broker start` first")
+        node = BrokerNode(self.settings, max(n.node_id for n in self.nodes) + 1)
+        pid = node.launch()
+        assert pid is not None, "a new node cannot be running already"
+        node.wait_ready(pid)
+        self.nodes.append(node)
+        return node
+
+    def remove_node(self, node_id: int) -> None:
+        """Stop an added broker-only node and delete its data (drain it first: ``infra.scaling.drain``)."""
+        node = self.node(node_id)
+        if not node.broker_only:
+            raise BrokerError(
+                f"node {node_id} is a KRaft controller voter, fixed for the cluster's life: only broker-only "
+                "nodes added with `lambdactl broker add` can be removed"
+            )
+        node.stop()
+        shutil.rmtree(node.home)
+        self.nodes.remove(node)
 
     def start(self) -> tuple[BrokerStatus, bool]:
         """Start every node that is not running and return once all answer metadata requests.
@@ -319,6 +366,21 @@ class LocalBroker:
 
     def log_tail(self, lines: int = 20) -> str:
         return "\n".join(f"-- node {node.node_id} --\n{node.log_tail(lines)}" for node in self.nodes)
+
+
+def _added_node_ids(settings: Settings) -> list[int]:
+    """Broker-only nodes added earlier: their folders hold formatted storage."""
+    root = (settings.data_dir / "kafka").resolve()
+    ids = []
+    for folder in root.glob("node-*"):
+        suffix = folder.name.removeprefix("node-")
+        if (
+            suffix.isdigit()
+            and int(suffix) > settings.broker_nodes
+            and (folder / "log-dirs" / "meta.properties").exists()
+        ):
+            ids.append(int(suffix))
+    return sorted(ids)
 
 
 def _alive(pid: int) -> bool:

@@ -32,6 +32,7 @@ from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.kafka_node import KafkaNodeError
 from infra.local_broker import BrokerError, LocalBroker
 from infra.ports import PortInUseError
+from infra.scaling import ScalingError
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import SOURCES, Source
 from lambda_contracts.plumbing.dead_letters import DeadLetterError
@@ -98,6 +99,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     SupersededError,
     LeftoverError,
     KappaError,
+    ScalingError,
 )
 
 
@@ -210,6 +212,64 @@ def broker_status() -> None:
 def broker_logs(lines: Annotated[int, typer.Option(help="How many lines.")] = 40) -> None:
     """Print the end of the broker's log."""
     typer.echo(LocalBroker(get_settings()).log_tail(lines))
+
+
+THROTTLE_HELP = "Replication throttle while replicas move, MB/s per broker (removed afterwards)."
+
+
+@broker_app.command("add")
+@friendly_errors
+def broker_add(
+    throttle_mb: Annotated[float, typer.Option(help=THROTTLE_HELP)] = 50.0,
+) -> None:
+    """Scale out: start one more broker-only node and move a fair share of the replicas onto it."""
+    from infra.scaling import rebalance
+
+    settings = get_settings()
+    node = LocalBroker(settings).add_node()
+    typer.echo(f"broker node {node.node_id} up at {node.bootstrap}; rebalancing the replicas of every topic")
+    rebalance(settings, show=typer.echo, throttle_mb_s=throttle_mb)
+
+
+@broker_app.command("rebalance")
+@friendly_errors
+def broker_rebalance(
+    throttle_mb: Annotated[float, typer.Option(help=THROTTLE_HELP)] = 50.0,
+) -> None:
+    """Spread every topic's replicas evenly over the live brokers (any cluster, local or not)."""
+    from infra.scaling import rebalance
+
+    rebalance(get_settings(), show=typer.echo, throttle_mb_s=throttle_mb)
+
+
+@broker_app.command("drain")
+@friendly_errors
+def broker_drain(
+    node: Annotated[int, typer.Option(help="The broker to move every replica off.")],
+    throttle_mb: Annotated[float, typer.Option(help=THROTTLE_HELP)] = 50.0,
+) -> None:
+    """Move every replica off one broker, refusing when replication or min ISR could not be kept."""
+    from infra.scaling import drain
+
+    drain(get_settings(), node, show=typer.echo, throttle_mb_s=throttle_mb)
+
+
+@broker_app.command("remove")
+@friendly_errors
+def broker_remove(
+    node: Annotated[int, typer.Option(help="An added broker-only node of the local cluster.")],
+    throttle_mb: Annotated[float, typer.Option(help=THROTTLE_HELP)] = 50.0,
+) -> None:
+    """Scale in: drain a broker-only node, then stop it and delete its data."""
+    from infra.scaling import drain
+
+    settings = get_settings()
+    broker = LocalBroker(settings)
+    if not broker.node(node).broker_only:
+        broker.remove_node(node)  # refuses with the reason (a controller voter)
+    drain(settings, node, show=typer.echo, throttle_mb_s=throttle_mb)
+    broker.remove_node(node)
+    typer.echo(f"broker node {node} stopped and its data deleted")
 
 
 @broker_app.command("run-node")
