@@ -79,7 +79,8 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
 
-def _isolated(settings: Settings, folder: Path) -> Settings:
+def isolated_settings(settings: Settings, folder: Path) -> Settings:
+    """Settings of a fresh topic pair, consumer group and data dir, so a run never meets another's data."""
     suffix = uuid.uuid4().hex[:8]
     isolated = settings.model_copy(
         update={
@@ -249,11 +250,11 @@ def run_freshness_benchmark(
 ) -> FreshnessFigures:
     with tempfile.TemporaryDirectory(prefix="freshness-") as folder:
         show(f"1. produce-to-visible at {rate:,.0f} events/s for {seconds:.0f}s (speed worker in its own process)")
-        fresh = measure_freshness(_isolated(settings, Path(folder) / "fresh"), rate, seconds, show)
+        fresh = measure_freshness(isolated_settings(settings, Path(folder) / "fresh"), rate, seconds, show)
         show(f"2. speed layer throughput against a bare consume-and-parse loop, {events:,} events")
-        throughput_settings = _isolated(settings, Path(folder) / "throughput")
+        throughput_settings = isolated_settings(settings, Path(folder) / "throughput")
         formats = [measure_throughput(throughput_settings, events, show)]
-        avro_settings = _isolated(settings, Path(folder) / "throughput-avro")
+        avro_settings = isolated_settings(settings, Path(folder) / "throughput-avro")
         formats.append(measure_throughput(avro_settings, events, show, serde="avro-v2"))
         show("3. merged-view query against the same query on a pre-merged table")
         merged, premerged = measure_queries(throughput_settings)

@@ -125,7 +125,7 @@ def plan_replay(settings: Settings, name: str) -> ReplayPlan:
         where = ", ".join(f"partition {p} starts at {o:,}" for p, o in sorted(trimmed.items()))
         raise KappaError(
             f"the events topic no longer holds its first records ({where}; retention deleted them), so a "
-            "replay from the log alone cannot rebuild the views; raise LAMBDA_TOPIC_RETENTION_MS for Kappa, "
+            "replay from the log alone cannot rebuild the views; raise LAMBDA_EVENTS_RETENTION_HOURS for Kappa, "
             "or use the batch layer, which reads the lake's full history"
         )
     target, version, views = served_fingerprints(settings)
@@ -197,8 +197,9 @@ def replay(
         finished.set()
         reporter.join()
     done = replayed_to(settings, name, plan.target)
-    seconds = time.monotonic() - started
-    progress = ReplayProgress(done, total, (done - first) / seconds if seconds else 0.0, seconds)
+    ended = time.monotonic()
+    counting = ended - (worker.first_assignment_at or started)  # the consumer group join is start-up
+    progress = ReplayProgress(done, total, (done - first) / counting if counting else 0.0, ended - started)
     if done < total:
         raise KappaError(f"replay {name} stopped at {progress.describe()}; run it again to resume")
     return progress

@@ -582,6 +582,16 @@ def bench_producer(
         typer.echo(line)
 
 
+@bench_app.command("replay")
+@friendly_errors
+def bench_replay(events: Annotated[int, typer.Option(help="Events in the replayed topic.")] = 300_000) -> None:
+    """Kappa replay events/s against the live speed layer and a bare consumer; Kappa = Lambda = recompute?"""
+    from benchmarks.replay import report, run_replay_benchmark
+
+    for line in report(run_replay_benchmark(get_settings(), events, show=typer.echo)):
+        typer.echo(line)
+
+
 @bench_app.command("batch")
 @friendly_errors
 def bench_batch(events: Annotated[int, typer.Option(help="Events in the day.")] = 1_000_000) -> None:

@@ -4,6 +4,7 @@ the Lambda merged views and a recompute from the lake, also when the replay is S
 from __future__ import annotations
 
 import random
+import re
 import signal
 import threading
 from datetime import UTC, datetime
@@ -102,3 +103,12 @@ def _ends(settings: Settings) -> int:
     from lambda_contracts.plumbing.kafka import events_end_offsets
 
     return sum(events_end_offsets(settings).values())
+
+
+def test_bench_replay_ends_with_its_figures_and_identical_views(kafka: Settings) -> None:
+    from benchmarks.replay import report, run_replay_benchmark
+
+    shown: list[str] = []
+    lines = report(run_replay_benchmark(kafka, events=6000, show=shown.append))
+    assert any("offsets replayed" in line for line in shown)
+    assert re.fullmatch(r"replay_events_per_s=\d+ ratio_to_bare=\d+\.\d\d identical=true", lines[-1]), lines
