@@ -115,6 +115,11 @@ class Settings(BaseSettings):
         description="DuckDB storage format of the served database files: the newest the stock DuckDB CLI reads.",
     )
 
+    # The dashboard (`lambdactl dashboard`, started by the demo): a page, /api/samples and /metrics.
+    dashboard_host: str = Field("127.0.0.1", description="Where the dashboard listens (0.0.0.0 in a container).")
+    dashboard_port: int = Field(8050, ge=1, le=65535)
+    dashboard_refresh_seconds: float = Field(1.0, gt=0, le=2, description="How often it samples the platform.")
+
     consumer_session_timeout_ms: int = Field(10_000, ge=6_000, description="How soon a dead consumer leaves its group.")
 
     # `lambdactl status` (and the compose healthchecks): when a component counts as down.

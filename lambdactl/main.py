@@ -31,7 +31,8 @@ from infra.deploy import COMPOSE_FILE, ENV_FILE, DeployError, prepare, write_env
 from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.kafka_node import KafkaNodeError
 from infra.local_broker import BrokerError, LocalBroker
-from infra.ports import PortInUseError
+from infra.npm import CHART_JS
+from infra.ports import PortInUseError, ensure_port_free
 from infra.scaling import ScalingError
 from infra.topics import TopicMismatchError, ensure_topics
 from lambda_contracts.events import SOURCES, Source
@@ -167,10 +168,11 @@ def configure(
 @app.command("install")
 @friendly_errors
 def install() -> None:
-    """Fetch the pinned Kafka broker and Delta-for-Spark jars with Maven (a no-op when there)."""
+    """Fetch the pinned Kafka broker and Delta-for-Spark jars (Maven) and Chart.js (npm); a no-op when there."""
     java_major_version()
     install_all(progress=typer.echo)
-    typer.echo("pinned jars installed")
+    CHART_JS.install(progress=typer.echo)
+    typer.echo("pinned jars and the dashboard's chart library installed")
 
 
 @broker_app.command("start")
@@ -488,6 +490,19 @@ def _json_value(value: object) -> object:
     if isinstance(value, Decimal) and value == value.to_integral_value() and value.as_tuple().exponent == 0:
         return int(value)
     return str(value)
+
+
+@app.command("dashboard")
+@friendly_errors
+def dashboard() -> None:
+    """Serve the live dashboard (charts of the platform and its merged views) and /metrics until stopped."""
+    stop = stop_on_signals()
+    from lambdactl.dashboard import serve_dashboard
+
+    settings = get_settings()
+    ensure_port_free(settings.dashboard_host, settings.dashboard_port, "LAMBDA_DASHBOARD_PORT")
+    typer.echo(f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}/ (Prometheus text at /metrics)")
+    serve_dashboard(settings, stop)
 
 
 @app.command("serve")

@@ -67,7 +67,7 @@ def test_the_platform_is_all_there(project: dict[str, Any]) -> None:
     services = project["services"]
     assert {"kafka-1", "kafka-2", "kafka-3", "spark-master", "spark-worker", "postgres"} <= set(services)
     assert {"airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"} <= set(services)
-    assert {"simulators", "lake-sink", "speed", "serving", "topics", "airflow-init"} <= set(services)
+    assert {"simulators", "lake-sink", "speed", "serving", "dashboard", "topics", "airflow-init"} <= set(services)
     assert services["speed"]["deploy"]["replicas"] > 1
     assert services["spark-worker"]["deploy"]["replicas"] > 1
     for name in ("lake-sink", "speed", "serving", "spark-worker", "airflow-scheduler"):

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
+from prometheus_client.parser import text_string_to_metric_families
 
 from infra.deploy import COMPOSE_FILE, prepare, read_env, write_env
 from lambda_contracts.views import VIEWS
@@ -44,6 +46,7 @@ class Deployment:
     env_file: Path
     airflow_port: int
     spark_port: int
+    dashboard_port: int
     runs: list[Run] = field(default_factory=list)
     """Every simulator run produced so far (the oracle recomputes them)."""
     figures: dict[str, Any] = field(default_factory=dict)
@@ -131,17 +134,18 @@ def _timed(figures: dict[str, Any], name: str, started: float) -> None:
 @pytest.fixture(scope="module")
 def deployment(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("compose")
-    airflow_port, spark_port = free_ports(2)
+    airflow_port, spark_port, dashboard_port = free_ports(3)
     env_file = folder / ".env"
     write_env(
         env_file,
         extra={
             "LAMBDA_AIRFLOW_PORT": str(airflow_port),
             "LAMBDA_SPARK_UI_PORT": str(spark_port),
+            "LAMBDA_DASHBOARD_PORT": str(dashboard_port),
             "LAMBDA_BATCH_INTERVAL_MINUTES": "60",
         },
     )
-    deployment = Deployment(f"lambda-test-{uuid.uuid4().hex[:6]}", env_file, airflow_port, spark_port)
+    deployment = Deployment(f"lambda-test-{uuid.uuid4().hex[:6]}", env_file, airflow_port, spark_port, dashboard_port)
     figures = deployment.figures
     started = time.monotonic()
     base = prepare(progress=lambda _: None, env_file=env_file)
@@ -290,6 +294,18 @@ def test_down_and_up_keep_lake_views_topics_and_airflow_history(deployment: Depl
     assert runs_before <= runs_after, "Airflow's history is in Postgres's volume"
     assert "Delta version" in deployment.lambdactl("lake")
     deployment.assert_views_exact()
+
+
+def test_the_dashboard_behind_compose_charts_the_deployment(deployment: Deployment) -> None:
+    url = f"http://127.0.0.1:{deployment.dashboard_port}"
+    with browser_page(ARTIFACTS / "compose-dashboard.png") as page:
+        page.goto(url)
+        expect(page.locator("#updated")).to_contain_text("sampled", timeout=30_000)
+        expect(page.locator(".snapshot").first).to_contain_text("reflecting", timeout=30_000)
+        expect(page.locator("#components")).to_contain_text("3 broker(s)")
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+    assert {"lambda_events_in", "lambda_consumer_lag_records", "lambda_batch_version"} <= families
 
 
 def test_the_airflow_ui_served_by_the_api_server_shows_the_dags(deployment: Deployment) -> None:

@@ -38,12 +38,13 @@ pytestmark = [
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    port, controller_port = free_ports(2)
+    port, controller_port, dashboard_port = free_ports(3)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")},
         "LAMBDA_DATA_DIR": str(tmp_path),
         "LAMBDA_BROKER_PORT": str(port),
         "LAMBDA_BROKER_CONTROLLER_PORT": str(controller_port),
+        "LAMBDA_DASHBOARD_PORT": str(dashboard_port),
         "LAMBDA_BROKER_HEAP_MB": "384",
         "LAMBDA_KAFKA_CONNECT_TIMEOUT_S": "3",
     }
@@ -114,6 +115,8 @@ def test_demo_shows_events_arriving_and_cleans_up(env: dict[str, str]) -> None:
     rate_lines = [line for line in result.stdout.splitlines() if " ev/s | valid " in line]
     assert len(rate_lines) >= 4, result.stdout
     assert any("rejected" in line for line in rate_lines)
+    assert f"dashboard: http://127.0.0.1:{env['LAMBDA_DASHBOARD_PORT']}/" in result.stdout
+    assert "stopped dashboard (exit 0)" in result.stdout
     assert "broker stopped" in result.stdout
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "the demo leaves nothing behind"
     again = lambdactl(env, "demo", "--duration", "3", "--rate", "50", "--no-airflow")
