@@ -265,6 +265,15 @@ def test_a_broker_killed_under_load_loses_nothing(deployment: Deployment) -> Non
     )
 
 
+def test_the_broker_commands_work_inside_compose(deployment: Deployment) -> None:
+    rebalanced = deployment.lambdactl("broker", "rebalance")
+    assert "before: node 1:" in rebalanced and "node 3:" in rebalanced, rebalanced
+    assert "nothing to move" in rebalanced or "partitions moved and in sync" in rebalanced, rebalanced
+    refused = deployment.compose("exec", "-T", "serving", "lambdactl", "broker", "drain", "--node", "3", check=False)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "would leave 2 brokers for topic" in refused.stderr and "replication factor 3" in refused.stderr
+
+
 def test_speed_workers_scale_out_and_stay_exact(deployment: Deployment) -> None:
     deployment.compose("up", "-d", "--wait", "--no-recreate", "--scale", "speed=3", "--scale", "simulators=0")
 
