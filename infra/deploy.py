@@ -23,6 +23,7 @@ from pathlib import Path
 
 from infra.jars import INFRA, install_all
 from infra.kafka_node import new_cluster_id
+from infra.npm import CHART_JS
 
 REPO = INFRA.parent
 COMPOSE_FILE = INFRA / "compose" / "compose.yaml"
@@ -259,6 +260,7 @@ def build_local_base(progress: Callable[[str], None] = print) -> None:
 def prepare(progress: Callable[[str], None] = print, env_file: Path = ENV_FILE) -> BaseImage:
     """Everything the images need before ``docker compose build``; records the base in ``env_file``."""
     install_all(progress)
+    CHART_JS.install(progress)  # the dashboard image serves it; containers fetch nothing
     prepare_wheels(progress)
     base = ensure_base_image(progress)
     if env_file.exists():
