@@ -261,7 +261,7 @@ def _wait_in_sync(admin: KafkaAdminClient, changing: Replicas, started: float, s
                 f"replicas did not catch up within 10 minutes ({len(done)} of {len(changing)}): is a broker down? "
                 "`lambdactl broker status`; the reassignment goes on in the cluster"
             )
-        time.sleep(1.0)  # noqa: the cluster's own progress is the signal; this paces the polling
+        time.sleep(1.0)  # the cluster's own progress is the signal; this paces the polling
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import operator
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -38,10 +39,13 @@ from lambda_contracts.plumbing.files import write_atomically
 from lambda_contracts.plumbing.kafka import new_consumer, topic_offsets
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.view_sets import LAMBDA, served_set, switch_served_set, view_set_settings
 from lambda_contracts.views import VIEWS, View, canonical_text, deduplicated_sql
 from serving_layer.query import serving_connection
+from serving_layer.snapshot import resolve
 from speed_layer.worker import SpeedWorker
 
+VERIFIED = "verified.json"
 PLAN = "plan.json"
 
 
@@ -80,11 +84,8 @@ class ReplayPlan:
         )
 
 
-def kappa_settings(settings: Settings, name: str) -> Settings:
-    """The set's own speed layer: its folder under ``data/kappa``, its own consumer group, no batch."""
-    return settings.model_copy(
-        update={"data_dir": settings.data_dir / "kappa" / name, "speed_group": f"{settings.speed_group}-kappa-{name}"}
-    )
+kappa_settings = view_set_settings
+"""A Kappa set's own speed layer (``lambda_contracts.view_sets``)."""
 
 
 def fingerprint(rows: Iterable[Sequence[Any]]) -> Fingerprint:
@@ -110,6 +111,8 @@ def served_fingerprints(settings: Settings) -> tuple[dict[int, int], int, dict[s
 def plan_replay(settings: Settings, name: str) -> ReplayPlan:
     """Fix the target (what the live platform reflects now) and fingerprint its views; refuse when the
     topic no longer holds the first records."""
+    if name == LAMBDA or not name.replace("-", "").replace("_", "").isalnum():
+        raise KappaError(f"{name!r} cannot name a Kappa set: use letters, digits, - and _ (and not {LAMBDA!r})")
     folder = kappa_settings(settings, name).data_dir
     if (folder / PLAN).exists():
         return ReplayPlan.from_json((folder / PLAN).read_text())
@@ -224,10 +227,65 @@ def verify(settings: Settings, name: str) -> list[Comparison]:
         raise KappaError(f"no Kappa set {name} under {folder.parent}: run `lambdactl kappa replay --name {name}`")
     plan = ReplayPlan.from_json((folder / PLAN).read_text())
     reflected, _, kappa = served_fingerprints(kappa_settings(settings, name))
+    if any(reflected.get(p, 0) > o for p, o in plan.target.items()):
+        raise KappaError(
+            f"set {name} already runs past its target (`lambdactl kappa run`): it can only be verified at the "
+            "target; plan and replay a new set to verify again"
+        )
     if any(reflected.get(p, 0) != o for p, o in plan.target.items()):
         raise KappaError(f"replay {name} has not reached its target yet: run `lambdactl kappa replay --name {name}`")
     recomputed = recompute_from_lake(settings, plan.target)
-    return [Comparison(v.name, kappa[v.name], plan.lambda_views[v.name], recomputed[v.name]) for v in VIEWS]
+    comparisons = [Comparison(v.name, kappa[v.name], plan.lambda_views[v.name], recomputed[v.name]) for v in VIEWS]
+    verdict = {"identical": all(c.identical for c in comparisons), "verified_at": datetime.now(UTC).isoformat()}
+    write_atomically(folder / VERIFIED, json.dumps(verdict) + "\n")
+    return comparisons
+
+
+def switch(settings: Settings, name: str, show: Callable[[str], None] = print, timeout_s: float = 120.0) -> None:
+    """Serve the Kappa set ``name`` instead of what is served now (or ``LAMBDA`` to go back), blue/green.
+
+    A Kappa set is switched to only once it was verified identical at its target and has caught up
+    with the position serving reflects when the switch is asked for (a live set needs `kappa run`).
+    """
+    if name != LAMBDA:
+        folder = kappa_settings(settings, name).data_dir
+        verdict = json.loads((folder / VERIFIED).read_text()) if (folder / VERIFIED).exists() else None
+        if not verdict or not verdict["identical"]:
+            raise KappaError(f"set {name} was not verified identical: run `lambdactl kappa verify --name {name}` first")
+        wanted = resolve(settings).reflected_offsets()
+        show(f"waiting for set {name} to reflect what serving reflects now ({sum(wanted.values()):,} offsets)")
+        deadline = time.monotonic() + timeout_s
+        while True:
+            have = resolve(kappa_settings(settings, name)).reflected_offsets()
+            behind = sum(max(0, o - have.get(p, 0)) for p, o in wanted.items())
+            if not behind:
+                break
+            if time.monotonic() > deadline:
+                raise KappaError(
+                    f"set {name} is still {behind:,} offsets behind what serving reflects after {timeout_s:.0f} s: "
+                    f"is `lambdactl kappa run --name {name}` running?"
+                )
+            time.sleep(0.2)  # polling the set's published snapshots, the signal readers use too
+    switched = switch_served_set(settings, name)
+    show(f"serving reads {switched.name} now (was {switched.previous})")
+
+
+def retire(settings: Settings, name: str, grace_s: float) -> None:
+    """Delete a Kappa set serving does not read, once readers that resolved it before a switch are done."""
+    folder = kappa_settings(settings, name).data_dir
+    served = served_set(settings)
+    if served.name == name:
+        raise KappaError(f"set {name} is served now: switch away first (`lambdactl kappa switch --lambda`)")
+    if served.previous == name and served.switched_at:
+        age = (datetime.now(UTC) - datetime.fromisoformat(served.switched_at)).total_seconds()
+        if age < grace_s:
+            raise KappaError(
+                f"set {name} was served until {age:.0f} s ago and readers may still read it: "
+                f"retire it after {grace_s:.0f} s"
+            )
+    if not folder.exists():
+        raise KappaError(f"no Kappa set {name} under {folder.parent}")
+    shutil.rmtree(folder)
 
 
 def recompute_from_lake(settings: Settings, target: dict[int, int]) -> dict[str, Fingerprint]:

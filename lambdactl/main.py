@@ -792,6 +792,51 @@ def kappa_verify(
         raise typer.Exit(1)
 
 
+@kappa_app.command("run")
+@friendly_errors
+def kappa_run(
+    name: Annotated[str, typer.Option(help="The Kappa set to keep live (after its replay).")] = "replay",
+) -> None:
+    """Keep a replayed Kappa set live: its own speed worker, from where the replay stopped, with no end."""
+    from lambdactl.kappa import PLAN, kappa_settings
+    from speed_layer.worker import SpeedWorker
+
+    stop = stop_on_signals()
+    settings = kappa_settings(get_settings(), name)
+    if not (settings.data_dir / PLAN).exists():
+        raise KappaError(f"no Kappa set {name}: run `lambdactl kappa replay --name {name}` first")
+    typer.echo(f"Kappa set {name} live: {settings.events_topic} -> {settings.speed_views_path}")
+    SpeedWorker(settings).run(stop)
+
+
+@kappa_app.command("switch")
+@friendly_errors
+def kappa_switch(
+    name: Annotated[str | None, typer.Option(help="The verified Kappa set serving should read.")] = None,
+    to_lambda: Annotated[bool, typer.Option("--lambda", help="Serve the Lambda views (batch + speed) again.")] = False,
+    timeout_s: Annotated[float, typer.Option(help="How long to wait for the set to catch up.")] = 120.0,
+) -> None:
+    """Blue/green: serving reads another view set from its next snapshot on (readers never see a mix)."""
+    from lambdactl.kappa import switch
+
+    if (name is None) == (not to_lambda):
+        raise typer.BadParameter("give either --name SET or --lambda")
+    switch(get_settings(), name or "lambda", show=typer.echo, timeout_s=timeout_s)
+
+
+@kappa_app.command("retire")
+@friendly_errors
+def kappa_retire(
+    name: Annotated[str, typer.Option(help="A Kappa set serving does not read.")],
+) -> None:
+    """Delete a Kappa set that is not served (refused within the grace period after a switch away)."""
+    from lambdactl.kappa import retire
+
+    settings = get_settings()
+    retire(settings, name, grace_s=settings.speed_prune_grace_seconds)
+    typer.echo(f"Kappa set {name} deleted")
+
+
 @schemas_app.command("check")
 def schemas_check() -> None:
     """Refuse a schema catalog that may not ship: edited versions, or any version not FULL_TRANSITIVE compatible."""

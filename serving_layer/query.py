@@ -32,8 +32,8 @@ def serving_connection(settings: Settings) -> duckdb.DuckDBPyConnection:
     connection = duck.connect()
     for name, sql in relations(snapshot).items():
         connection.execute(f"CREATE TEMP VIEW {name} AS {sql}")
-    views = (settings.data_dir / "views").resolve()
-    connection.execute(f"SET allowed_directories = ['{views}/']")
+    views = sorted({str(root.parent.resolve()) for root in (snapshot.batch_root, snapshot.speed_root)})
+    connection.execute(f"SET allowed_directories = [{', '.join(repr(v + '/') for v in views)}]")
     connection.execute("SET enable_external_access = false")
     connection.execute("SET lock_configuration = true")
     return connection

@@ -22,6 +22,7 @@ from lambda_contracts.manifest import Manifest, current_version, read_manifest
 from lambda_contracts.plumbing.files import folder_read_lock
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import SWITCH_LOCK, PartitionSnapshot, partition_root, read_snapshot
+from lambda_contracts.view_sets import served_settings
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class ServingSnapshot:
 
 
 def resolve(settings: Settings) -> ServingSnapshot:
+    """The snapshot of the view set serving reads now (the Lambda views, or the Kappa set switched to)."""
+    settings = served_settings(settings)  # the pointer is read once: one set per snapshot
     root = settings.batch_views_path
     current = current_version(root)
     with folder_read_lock(settings.speed_views_path, SWITCH_LOCK):  # no snapshot becomes current meanwhile

@@ -19,13 +19,17 @@ from lambda_contracts.events import SOURCES
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
+from lambda_contracts.view_sets import LAMBDA, served_set
 from lambdactl.kappa import (
     KappaError,
+    kappa_settings,
     plan_replay,
     replay,
     replayed_to,
     report_lines,
+    retire,
     served_fingerprints,
+    switch,
     verify,
 )
 from sources.run import build_simulators
@@ -39,6 +43,7 @@ from tests.flows import (
     wait_for_line,
     whole_platform_settings,
 )
+from tests.oracle import compare
 
 pytestmark = pytest.mark.integration
 
@@ -80,10 +85,56 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
         print("\n".join(lines))
         assert lines[-1] == "identical=true"
         assert all(c.kappa.rows > 0 for c in comparisons), "every view has rows to compare"
+        _switch_to_the_live_set_and_back(settings, "first")
     finally:
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def _switch_to_the_live_set_and_back(settings: Settings, name: str) -> None:
+    """Blue/green: with the set kept live and traffic flowing, serving switches to it and back while readers
+    compare every snapshot with a recompute of exactly what it reflects; the set is then retired."""
+    live_stop, reading = threading.Event(), threading.Event()
+    live = threading.Thread(target=SpeedWorker(kappa_settings(settings, name)).run, args=(live_stop,))
+    samples: list[str] = []
+    failures: list[BaseException] = []
+
+    def read() -> None:
+        while not reading.is_set():
+            before = served_set(settings).name
+            try:
+                compare(settings)  # exact for whichever set the snapshot came from
+            except BaseException as error:
+                failures.append(error)
+                return
+            if served_set(settings).name == before:
+                samples.append(before)
+
+    reader = threading.Thread(target=read)
+    live.start()
+    reader.start()
+    try:
+        with producing(settings, lively_simulators(seed=72, rate=150.0, cross_partition_share=0.5)):
+            wait_for(lambda: samples.count(LAMBDA) >= 2 or bool(failures), 60, "readers on the Lambda views")
+            switch(settings, name, show=print)
+            wait_for(lambda: samples.count(name) >= 2 or bool(failures), 60, f"readers on Kappa set {name}")
+            with pytest.raises(KappaError, match="is served now"):
+                retire(settings, name, grace_s=0)
+            switch(settings, LAMBDA, show=print)
+            back = len(samples)
+            wait_for(lambda: samples[back:].count(LAMBDA) >= 2 or bool(failures), 60, "readers back on Lambda")
+    finally:
+        reading.set()
+        reader.join()
+        live_stop.set()
+        live.join()
+    assert not failures, failures
+    assert {LAMBDA, name} <= set(samples)
+    with pytest.raises(KappaError, match="readers may still read it"):
+        retire(settings, name, grace_s=3600)
+    retire(settings, name, grace_s=0)
+    assert not kappa_settings(settings, name).data_dir.exists()
 
 
 def test_a_replay_refuses_when_retention_deleted_the_first_records(kafka: Settings, tmp_path: Path) -> None:
