@@ -20,8 +20,6 @@ from collections.abc import Callable
 
 from infra.jars import install_all
 from infra.local_broker import LocalBroker
-from infra.npm import CHART_JS
-from infra.ports import ensure_port_free
 from infra.topics import ensure_topics
 from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.settings import Settings
@@ -59,9 +57,7 @@ def run_demo(
     env = settings.child_environment()
     try:
         refuse_leftovers(settings.data_dir)
-        ensure_port_free(settings.dashboard_host, settings.dashboard_port, "LAMBDA_DASHBOARD_PORT")
         install_all(progress=echo)
-        CHART_JS.install(progress=echo)
         if broker is not None:
             status, started_broker = broker.start()
             echo(("started " if started_broker else "using running ") + status.describe())
@@ -75,8 +71,7 @@ def run_demo(
         services.append(Service("speed", _lambdactl("speed"), logs / "speed.log", env).start())
         services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", env).start())
         echo(f"speed worker -> {settings.speed_views_path}; merged views in {settings.serving_database}")
-        services.append(Service("dashboard", _lambdactl("dashboard"), logs / "dashboard.log", env).start())
-        echo(f"dashboard: http://{settings.dashboard_host}:{settings.dashboard_port}/ (Prometheus text at /metrics)")
+        echo("live dashboard: run `lambdactl dashboard` in another terminal (charts on :8050, /metrics)")
         late = f"{DEFAULTS.late_share:.0%} up to {DEFAULTS.max_lateness.total_seconds() / 3600:g} h late"
         echo(f"simulators: web, app ({late}), sensor at {rate:,.0f} records/s each")
         if with_airflow:

@@ -115,8 +115,6 @@ def test_demo_shows_events_arriving_and_cleans_up(env: dict[str, str]) -> None:
     rate_lines = [line for line in result.stdout.splitlines() if " ev/s | valid " in line]
     assert len(rate_lines) >= 4, result.stdout
     assert any("rejected" in line for line in rate_lines)
-    assert f"dashboard: http://127.0.0.1:{env['LAMBDA_DASHBOARD_PORT']}/" in result.stdout
-    assert "stopped dashboard (exit 0)" in result.stdout
     assert "broker stopped" in result.stdout
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "the demo leaves nothing behind"
     again = lambdactl(env, "demo", "--duration", "3", "--rate", "50", "--no-airflow")
@@ -138,7 +136,9 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
     try:
         deadline = time.monotonic() + 360
         while not current.exists():  # the scheduled DAG's publish is the signal
-            assert demo.poll() is None, "the demo ended early"
+            if demo.poll() is not None:
+                assert demo.stdout is not None
+                raise AssertionError(f"the demo ended early (exit {demo.returncode}):\n{demo.stdout.read()[-4000:]}")
             assert time.monotonic() < deadline, "no batch view version was published"
             time.sleep(1)
         status = lambdactl(env, "sql", "SELECT min(batch_version) AS v, bool_and(speed_used) AS s FROM serving_status")
