@@ -134,7 +134,7 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 360
+        deadline = time.monotonic() + 600  # Airflow start, a scheduled run and Spark on two busy cores
         while not current.exists():  # the scheduled DAG's publish is the signal
             if demo.poll() is not None:
                 assert demo.stdout is not None
