@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -47,6 +47,7 @@ from sources.simulators import merged_records
 from speed_layer.worker import SpeedWorker
 
 MARKER_EVERY_S = 0.1
+MARKER_QUERY = "SELECT device_id FROM sensor_stats_per_minute WHERE device_id LIKE 'bench-%'"
 SAMPLE_QUERY = "SELECT page, sum(views) AS views FROM page_views_per_minute GROUP BY page ORDER BY views DESC LIMIT 10"
 
 
@@ -74,7 +75,7 @@ class Throughput:
     bytes_per_event: float
 
 
-def _percentile(values: list[float], share: float) -> float:
+def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
 
@@ -108,7 +109,19 @@ def _marker(index: int) -> tuple[bytes, bytes]:
     return event.entity_key.encode(), get_serde("json").encode(event)
 
 
-def measure_freshness(settings: Settings, rate: float, seconds: float, show: Callable[[str], None]) -> dict[str, float]:
+def _devices_through_python_api(settings: Settings) -> Iterable[str]:
+    rows = query(settings, MARKER_QUERY)
+    return [str(device) for device in rows.column("device_id").to_pylist()]
+
+
+def measure_freshness(
+    settings: Settings,
+    rate: float,
+    seconds: float,
+    show: Callable[[str], None],
+    visible_devices: Callable[[Settings], Iterable[str]] = _devices_through_python_api,
+) -> dict[str, float]:
+    """Produce-to-visible of marker readings, polled with ``visible_devices`` (the Python API by default)."""
     env = settings.child_environment()
     worker = subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
@@ -117,9 +130,9 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
 
     def poll() -> None:
         while not stop.is_set():
-            rows = query(settings, "SELECT device_id FROM sensor_stats_per_minute WHERE device_id LIKE 'bench-%'")
+            devices = visible_devices(settings)
             now = time.monotonic()
-            for device in rows.column("device_id").to_pylist():
+            for device in devices:
                 seen.setdefault(device, now)
             time.sleep(0.01)
 
@@ -159,8 +172,8 @@ def measure_freshness(settings: Settings, rate: float, seconds: float, show: Cal
         "achieved": report.rate,
         "markers": float(len(latencies)),
         "missing": float(len(sent) - len(latencies)),
-        "p50": _percentile(latencies, 0.5),
-        "p99": _percentile(latencies, 0.99),
+        "p50": percentile(latencies, 0.5),
+        "p99": percentile(latencies, 0.99),
     }
 
 
@@ -267,9 +280,9 @@ def run_freshness_benchmark(
         speed_events_per_s=formats[0].speed_events_per_s,
         bare_events_per_s=formats[0].bare_events_per_s,
         merged_p50_ms=statistics.median(merged),
-        merged_p99_ms=_percentile(merged, 0.99),
+        merged_p99_ms=percentile(merged, 0.99),
         premerged_p50_ms=statistics.median(premerged),
-        premerged_p99_ms=_percentile(premerged, 0.99),
+        premerged_p99_ms=percentile(premerged, 0.99),
         formats=tuple(formats),
     )
 

@@ -114,6 +114,28 @@ class Settings(BaseSettings):
         pattern=r"^v\d+\.\d+\.\d+$",
         description="DuckDB storage format of the served database files: the newest the stock DuckDB CLI reads.",
     )
+    serving_poll_seconds: float = Field(
+        0.05, gt=0, le=5, description="How often the serving process looks for a new publish to serve."
+    )
+    serving_memory_limit_mb: int = Field(
+        1024, ge=64, description="Memory of the served views and every running query together (DuckDB's limit)."
+    )
+    serving_threads: int = Field(2, ge=1, description="DuckDB threads of the serving process.")
+    # The Postgres wire endpoint of `lambdactl serve` (psql, JDBC, psycopg, BI tools).
+    serving_pg_host: str = Field(
+        "127.0.0.1", description="Where the Postgres endpoint listens (0.0.0.0 in a container)."
+    )
+    serving_pg_port: int = Field(5433, ge=1, le=65535)
+    serving_pg_user: str = Field("lambda", min_length=1, description="The user name clients log in with.")
+    serving_pg_password: SecretStr = Field(
+        SecretStr(""), description="Required for the Postgres endpoint (SCRAM-SHA-256); empty leaves it off."
+    )
+    serving_pg_tls_cert: Path | None = Field(None, description="PEM certificate: clients may then ask for TLS.")
+    serving_pg_tls_key: Path | None = Field(None, description="PEM private key of that certificate.")
+    serving_statement_timeout_seconds: float = Field(
+        30.0, gt=0, description="A query running longer is cancelled (SQLSTATE 57014)."
+    )
+    serving_max_connections: int = Field(32, ge=1, description="Further clients are refused (SQLSTATE 53300).")
 
     # The dashboard (`lambdactl dashboard`, started by the demo): a page, /api/samples and /metrics.
     dashboard_host: str = Field("127.0.0.1", description="Where the dashboard listens (0.0.0.0 in a container).")

@@ -508,18 +508,19 @@ def dashboard() -> None:
 @app.command("serve")
 @friendly_errors
 def serve() -> None:
-    """Keep the DuckDB database file of merged views fresh (for the DuckDB CLI and BI tools)."""
-    from serving_layer.database_file import publish_database_file
+    """Serve the merged views: live in memory, over the Postgres protocol, and as a DuckDB file."""
+    from serving_layer.pgwire.server import EndpointConfigError
+    from serving_layer.process import run_serving
 
     settings = get_settings()
     stop = stop_on_signals()
-    publish_database_file(settings)
-    path = settings.serving_database.absolute()
-    typer.echo(
-        f"serving {path}: open it with `duckdb -readonly {path}`; renewed every {settings.serving_refresh_seconds}s"
-    )
-    while not stop.wait(settings.serving_refresh_seconds):
-        publish_database_file(settings)
+    if settings.serving_pg_password.get_secret_value():
+        ensure_port_free(settings.serving_pg_host, settings.serving_pg_port, "LAMBDA_SERVING_PG_PORT")
+    try:
+        run_serving(settings, stop, typer.echo)
+    except EndpointConfigError as error:
+        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
 
 
 @batch_app.command("advance")
@@ -714,6 +715,20 @@ def bench_freshness(
     from benchmarks.freshness import report, run_freshness_benchmark
 
     for line in report(run_freshness_benchmark(get_settings(), rate, seconds, events, show=typer.echo)):
+        typer.echo(line)
+
+
+@bench_app.command("serving")
+@friendly_errors
+def bench_serving(
+    rate: Annotated[float, typer.Option(help="Events/s ingested while the clients query.")] = 10_000,
+    seconds: Annotated[float, typer.Option(help="How long to sustain it.")] = 30,
+    clients: Annotated[int, typer.Option(help="Concurrent psycopg clients running the dashboard query.")] = 8,
+) -> None:
+    """Dashboard queries through the Postgres endpoint (p50/p99, qps), merged vs pre-merged, freshness."""
+    from benchmarks.serving import report, run_serving_benchmark
+
+    for line in report(run_serving_benchmark(get_settings(), rate, seconds, clients, show=typer.echo)):
         typer.echo(line)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -93,15 +93,24 @@ def normalised_rows(table: Any) -> list[Row]:
     return sorted(rows, key=repr)
 
 
-def compare(settings: Settings) -> tuple[int, bool]:
-    """Compare every merged view with the oracle; returns records reflected and whether any
-    partition was between a batch publish and the speed layer's prune."""
+Reading = tuple[list[dict[str, Any]], dict[str, list[Row]]]  # serving_status rows, merged rows per view
+
+
+def read_python_api(settings: Settings) -> Reading:
+    """serving_status and every merged view through one serving connection (one snapshot)."""
     connection = serving_connection(settings)
     try:
         status = connection.sql("SELECT * FROM serving_status").to_arrow_table().to_pylist()
         merged = {v.name: normalised_rows(connection.sql(f"SELECT * FROM {v.name}").to_arrow_table()) for v in VIEWS}
     finally:
         connection.close()
+    return status, merged
+
+
+def compare(settings: Settings, read: Callable[[Settings], Reading] = read_python_api) -> tuple[int, bool]:
+    """Compare every merged view, as ``read`` sees them in one snapshot, with the oracle; returns records
+    reflected and whether any partition was between a batch publish and the speed layer's prune."""
+    status, merged = read(settings)
     reflected = {row["kafka_partition"]: row["reflected_offset"] for row in status}
     records = [r for r in read_topic(settings, settings.events_topic) if r.offset < reflected[r.partition]]
     accepted, _ = split(records, JsonSerde(), rejected_by="oracle")

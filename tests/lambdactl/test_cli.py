@@ -38,13 +38,14 @@ pytestmark = [
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    port, controller_port, dashboard_port = free_ports(3)
+    port, controller_port, dashboard_port, pg_port = free_ports(4)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")},
         "LAMBDA_DATA_DIR": str(tmp_path),
         "LAMBDA_BROKER_PORT": str(port),
         "LAMBDA_BROKER_CONTROLLER_PORT": str(controller_port),
         "LAMBDA_DASHBOARD_PORT": str(dashboard_port),
+        "LAMBDA_SERVING_PG_PORT": str(pg_port),
         "LAMBDA_BROKER_HEAP_MB": "384",
         "LAMBDA_KAFKA_CONNECT_TIMEOUT_S": "3",
     }
@@ -145,6 +146,8 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         assert status.returncode == 0, status.stderr
         answer = lambdactl(env, "sql", "SELECT sum(views) AS views FROM page_views_per_minute")
         assert answer.returncode == 0 and "views" in answer.stdout, answer.stderr
+        through_psql = psql_as_the_demo_prints_it(env, "SELECT sum(views) > 0 FROM page_views_per_minute")
+        assert through_psql == "t", "the demo's Postgres endpoint serves the merged views"
         refused = lambdactl(env, "sql", "CREATE TABLE t AS SELECT 1")
         assert refused.returncode == 1 and "only SELECT" in refused.stderr
         shown = lambdactl(env, "status")
@@ -161,9 +164,26 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         output, _ = demo.communicate(timeout=180)
     assert demo.returncode == 0, output[-3000:]
     assert "Airflow UI: http://127.0.0.1:" in output and "login: admin / " in output
+    assert f"psql 'postgresql://lambda@127.0.0.1:{env['LAMBDA_SERVING_PG_PORT']}/lambda'" in output
     assert int(current.read_text()) >= 1
     assert "stopped airflow (exit" in output
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "Ctrl-C leaves no broker, Airflow or service behind"
+
+
+def psql_as_the_demo_prints_it(env: dict[str, str], sql: str) -> str:
+    """psql with the password the demo generated for its data directory, on the endpoint's port."""
+    password = (Path(env["LAMBDA_DATA_DIR"]) / "serving" / "pg-password").read_text().strip()
+    url = f"postgresql://lambda@127.0.0.1:{env['LAMBDA_SERVING_PG_PORT']}/lambda?sslmode=disable"
+    run = subprocess.run(
+        ["psql", url, "-Atc", sql],
+        env={"PGPASSWORD": password, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    return run.stdout.strip()
 
 
 def recompute_from_the_browser(env: dict[str, str]) -> None:

@@ -1,0 +1,56 @@
+"""The long-running serving process (``lambdactl serve``): live views, the Postgres endpoint, the file.
+
+The live views refresh whenever a layer publishes; the Postgres endpoint (when a password is
+set) answers every client from them; the DuckDB database file for the stock CLI is renewed every
+``serving_refresh_seconds`` as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from lambda_contracts.settings import Settings
+from serving_layer.database_file import publish_database_file
+from serving_layer.live import LiveViews
+from serving_layer.pgwire.server import PgEndpoint
+
+
+def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str], None]) -> None:
+    """Serve until ``stop`` is set."""
+    live = LiveViews(settings)
+    live.refresh()
+    live.lock()
+    threads = [threading.Thread(target=live.run, args=(stop,), name="live-views", daemon=True)]
+    endpoint = None
+    if settings.serving_pg_password.get_secret_value():
+        endpoint = PgEndpoint(settings, live)
+        threads.append(threading.Thread(target=endpoint.serve_forever, args=(0.2,), name="pg-endpoint", daemon=True))
+        tls = " (TLS offered)" if endpoint.tls else ""
+        echo(
+            f"Postgres endpoint on {endpoint.address}{tls}: "
+            f"psql 'postgresql://{settings.serving_pg_user}@{endpoint.address}/lambda' "
+            "(password: LAMBDA_SERVING_PG_PASSWORD)"
+        )
+    else:
+        echo(
+            "Postgres endpoint off: set LAMBDA_SERVING_PG_PASSWORD to open it on "
+            f"{settings.serving_pg_host}:{settings.serving_pg_port}"
+        )
+    for thread in threads:
+        thread.start()
+    try:
+        publish_database_file(settings)
+        path = settings.serving_database.absolute()
+        echo(
+            f"serving {path}: open it with `duckdb -readonly {path}`; renewed every {settings.serving_refresh_seconds}s"
+        )
+        while not stop.wait(settings.serving_refresh_seconds):
+            publish_database_file(settings)
+    finally:
+        if endpoint is not None:
+            endpoint.shutdown()
+            endpoint.server_close()
+        for thread in threads:
+            thread.join(timeout=5)
+        live.close()
