@@ -52,6 +52,7 @@ def fresh_secrets() -> dict[str, str]:
         "AIRFLOW_FERNET_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "AIRFLOW_JWT_SECRET": secrets.token_urlsafe(48),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "LAMBDA_SERVING_PG_PASSWORD": secrets.token_urlsafe(18),
     }
 
 

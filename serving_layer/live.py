@@ -85,7 +85,8 @@ class LiveViews:
         content = {name: sql for name, sql in statements.items() if name != STATUS}
         if content == self._served:
             return False
-        self._replace(statements)
+        changed = {name: sql for name, sql in statements.items() if self._served.get(name) != sql}
+        self._replace(changed)  # a relation whose files did not change (the batch rows mostly) stays
         self._served = content
         with self._changed:
             number = self.latest.number + 1 if self.latest else 1

@@ -7,6 +7,7 @@ set) answers every client from them; the DuckDB database file for the stock CLI 
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 
@@ -18,6 +19,9 @@ from serving_layer.pgwire.server import PgEndpoint
 
 def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str], None]) -> None:
     """Serve until ``stop`` is set."""
+    # client sessions hand Python's lock back and forth around every DuckDB call: the default 5 ms
+    # switch interval would add up to that much wait to each handoff under load
+    sys.setswitchinterval(0.0005)
     live = LiveViews(settings)
     live.refresh()
     live.lock()

@@ -20,7 +20,7 @@ from serving_layer.live import LiveViews
 from serving_layer.pgwire.protocol import ClientGoneError, Wire
 from serving_layer.pgwire.scram import Verifier
 from serving_layer.pgwire.session import Admission, Session
-from serving_layer.pgwire.statements import StatementRunner
+from serving_layer.pgwire.statements import StatementRunner, Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,7 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
         self.live = live
         self.verifier = Verifier.from_password(password)
         self.tls = tls_context(settings)
+        self.watchdog = Watchdog(settings.serving_statement_timeout_seconds)
         self._lock = threading.Lock()
         self._connections = 0
         self._cancels: dict[tuple[int, int], Callable[[], None]] = {}
@@ -105,8 +106,7 @@ class _Handler(socketserver.BaseRequestHandler):
             register_cancel=endpoint.register_cancel,
             cancel=endpoint.cancel,
         )
-        timeout = endpoint.settings.serving_statement_timeout_seconds
-        session = Session(Wire(sock), lambda: StatementRunner(endpoint.live.session(), timeout), admission)
+        session = Session(Wire(sock), lambda: StatementRunner(endpoint.live.session(), endpoint.watchdog), admission)
         try:
             session.serve()
         except (ClientGoneError, ConnectionError, ssl.SSLError, OSError) as error:

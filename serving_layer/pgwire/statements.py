@@ -7,8 +7,10 @@ with the statement timeout, and streams its rows.
 
 from __future__ import annotations
 
+import itertools
 import re
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -91,12 +93,44 @@ def parameter_count(sql: str) -> int:
     return max((int(n) for n in _PARAMETER.findall(sql)), default=0)
 
 
+class Watchdog:
+    """Interrupts statements that outlive the timeout: one thread for all sessions, not one per query."""
+
+    def __init__(self, timeout_s: float, every_s: float = 0.05) -> None:
+        self.timeout_s = timeout_s
+        self._running: dict[int, tuple[float, duckdb.DuckDBPyConnection]] = {}
+        self._lock = threading.Lock()
+        self._tokens = itertools.count()
+        threading.Thread(target=self._watch, args=(every_s,), name="statement-timeout", daemon=True).start()
+
+    def start(self, connection: duckdb.DuckDBPyConnection) -> int:
+        token = next(self._tokens)
+        with self._lock:
+            self._running[token] = (time.monotonic() + self.timeout_s, connection)
+        return token
+
+    def done(self, token: int) -> None:
+        with self._lock:
+            self._running.pop(token, None)
+
+    def _watch(self, every_s: float) -> None:
+        while True:
+            time.sleep(every_s)
+            now = time.monotonic()
+            with self._lock:
+                late = [token for token, (deadline, _) in self._running.items() if deadline <= now]
+                connections = [self._running.pop(token)[1] for token in late]
+            for connection in connections:
+                connection.interrupt()
+
+
 class StatementRunner:
     """One client's statements on its own DuckDB connection, with the session's parameters."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, timeout_s: float) -> None:
+    def __init__(self, connection: duckdb.DuckDBPyConnection, watchdog: Watchdog) -> None:
         self.connection = connection
-        self.timeout_s = timeout_s
+        self.watchdog = watchdog
+        self.timeout_s = watchdog.timeout_s
         self.parameters = dict(_SESSION_DEFAULTS)
         self.in_transaction = False
         self.failed_transaction = False
@@ -172,19 +206,18 @@ class StatementRunner:
                 )
         if len(statements) != 1:
             raise StatementError("42601", "cannot insert multiple commands into a prepared statement")
-        timer = threading.Timer(self.timeout_s, self.connection.interrupt)
-        timer.start()
+        timer = self.watchdog.start(self.connection)
         try:
             self.connection.execute(query, parameters)
         except duckdb.Error as error:
-            timer.cancel()
+            self.watchdog.done(timer)
             self._failed()
             raise self._error(error) from None
         description = self.connection.description or []
         columns = [_column(d[0], str(d[1])) for d in description]
         return Outcome("SELECT", columns, self._rows(timer))
 
-    def _rows(self, timer: threading.Timer) -> Iterator[tuple[object, ...]]:
+    def _rows(self, timer: int) -> Iterator[tuple[object, ...]]:
         try:
             while True:
                 try:
@@ -196,7 +229,7 @@ class StatementRunner:
                     return
                 yield from chunk
         finally:
-            timer.cancel()
+            self.watchdog.done(timer)
 
     def _failed(self) -> None:
         if self.in_transaction:

@@ -10,6 +10,7 @@ Timings and memory go to ``test-artifacts/compose-deployment.json``.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -21,6 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from playwright.sync_api import expect
 from prometheus_client.parser import text_string_to_metric_families
@@ -47,6 +49,7 @@ class Deployment:
     airflow_port: int
     spark_port: int
     dashboard_port: int
+    pg_port: int
     runs: list[Run] = field(default_factory=list)
     """Every simulator run produced so far (the oracle recomputes them)."""
     figures: dict[str, Any] = field(default_factory=dict)
@@ -134,7 +137,7 @@ def _timed(figures: dict[str, Any], name: str, started: float) -> None:
 @pytest.fixture(scope="module")
 def deployment(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     folder = tmp_path_factory.mktemp("compose")
-    airflow_port, spark_port, dashboard_port = free_ports(3)
+    airflow_port, spark_port, dashboard_port, pg_port = free_ports(4)
     env_file = folder / ".env"
     write_env(
         env_file,
@@ -142,10 +145,12 @@ def deployment(docker_engine: None, tmp_path_factory: pytest.TempPathFactory) ->
             "LAMBDA_AIRFLOW_PORT": str(airflow_port),
             "LAMBDA_SPARK_UI_PORT": str(spark_port),
             "LAMBDA_DASHBOARD_PORT": str(dashboard_port),
+            "LAMBDA_SERVING_PG_PORT": str(pg_port),
             "LAMBDA_BATCH_INTERVAL_MINUTES": "60",
         },
     )
-    deployment = Deployment(f"lambda-test-{uuid.uuid4().hex[:6]}", env_file, airflow_port, spark_port, dashboard_port)
+    project = f"lambda-test-{uuid.uuid4().hex[:6]}"
+    deployment = Deployment(project, env_file, airflow_port, spark_port, dashboard_port, pg_port)
     figures = deployment.figures
     started = time.monotonic()
     base = prepare(progress=lambda _: None, env_file=env_file)
@@ -315,6 +320,25 @@ def test_the_dashboard_behind_compose_charts_the_deployment(deployment: Deployme
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
         families = {f.name for f in text_string_to_metric_families(response.read().decode())}
     assert {"lambda_events_in", "lambda_consumer_lag_records", "lambda_batch_version"} <= families
+
+
+def test_sql_tools_connect_to_the_postgres_endpoint_behind_compose(deployment: Deployment) -> None:
+    password = read_env(deployment.env_file)["LAMBDA_SERVING_PG_PASSWORD"]
+    url = f"postgresql://lambda@127.0.0.1:{deployment.pg_port}/lambda?sslmode=disable"
+    run = subprocess.run(
+        ["psql", url, "-Atc", "SELECT min(batch_version) >= 0, count(*) FROM serving_status"],
+        env={"PGPASSWORD": password, "PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr
+    partitions = len(deployment.sql("SELECT kafka_partition FROM serving_status"))
+    assert run.stdout.strip() == f"t|{partitions}"
+    with psycopg.connect(url.replace("lambda@", f"lambda:{password}@")) as connection:
+        total = connection.execute("SELECT sum(views) FROM page_views_per_minute").fetchone()
+        assert total is not None and total[0] > 0, "the merged views are served over the published port"
 
 
 def test_the_airflow_ui_served_by_the_api_server_shows_the_dags(deployment: Deployment) -> None:
