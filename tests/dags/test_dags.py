@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ from lambda_contracts.manifest import current_version, read_current
 from lambda_contracts.settings import Settings, get_settings
 from tests.flows import REPO, produce, sink_everything
 
-EXPECTED = {"batch_views", "batch_recompute", "lake_maintenance"}
+EXPECTED = {"batch_views", "batch_recompute", "lake_maintenance", "kappa_replay"}
 
 
 def load_dags() -> DagBag:
@@ -55,7 +56,7 @@ def test_recompute_takes_its_range_from_the_trigger_form(dagbag: DagBag) -> None
 
 
 @pytest.mark.integration
-def test_batch_views_dag_publishes_a_new_version(
+def test_batch_views_dag_publishes_and_kappa_replay_dag_verifies(
     airflow_db: Path, kafka: Settings, spark: SparkSession, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = kafka.model_copy(
@@ -81,5 +82,10 @@ def test_batch_views_dag_publishes_a_new_version(
         assert sum(manifest.cutoffs.values()) == 2000, "the cutoff covers everything the lake holds"
         assert dag.test().state == "success", "a run with nothing new succeeds and publishes nothing"
         assert current_version(settings.batch_views_path) == 1
+        kappa = load_dags().dags.get("kappa_replay")
+        assert kappa is not None and kappa.task_ids == ["replay", "verify"]
+        assert kappa.test(run_conf={"set_name": "from-airflow"}).state == "success"
+        verdict = json.loads((settings.data_dir / "kappa" / "from-airflow" / "verified.json").read_text())
+        assert verdict["identical"] is True, "the Kappa set equals the Lambda views and the lake recompute"
     finally:
         get_settings.cache_clear()
