@@ -27,7 +27,7 @@ import psycopg
 from pydantic import SecretStr
 
 from benchmarks.freshness import MARKER_QUERY, SAMPLE_QUERY, isolated_settings, measure_freshness, percentile
-from infra.ports import ensure_port_free
+from infra.ports import free_port
 from lambda_contracts.plumbing import duck
 from lambda_contracts.settings import Settings
 from serving_layer.live import LiveViews
@@ -124,9 +124,12 @@ def run_serving_benchmark(
 ) -> ServingFigures:
     with tempfile.TemporaryDirectory(prefix="serving-") as folder:
         bench = isolated_settings(settings, Path(folder) / "serving").model_copy(
-            update={"serving_pg_password": SecretStr(secrets.token_urlsafe(16))}
+            update={
+                "serving_pg_password": SecretStr(secrets.token_urlsafe(16)),
+                "serving_pg_port": free_port(),  # beside a running demo, whose serve holds the default ports
+                "serving_metrics_port": free_port(),
+            }
         )
-        ensure_port_free(bench.serving_pg_host, bench.serving_pg_port, "LAMBDA_SERVING_PG_PORT")
         env = bench.child_environment()
         serve = subprocess.Popen([sys.executable, "-m", "lambdactl", "serve"], env=env, stdout=subprocess.DEVNULL)
         context = multiprocessing.get_context("spawn")

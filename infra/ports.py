@@ -22,3 +22,10 @@ def ensure_port_free(host: str, port: int, setting: str) -> None:
                 f"port {port} on {host} is already in use by another process. Find it with "
                 f"`ss -ltnp 'sport = :{port}'`, stop it, or choose another port with {setting}=<port>."
             ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (the kernel's pick), for a run that must not meet another's."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -132,6 +132,9 @@ class Settings(BaseSettings):
     )
     serving_pg_tls_cert: Path | None = Field(None, description="PEM certificate: clients may then ask for TLS.")
     serving_pg_tls_key: Path | None = Field(None, description="PEM private key of that certificate.")
+    serving_metrics_port: int = Field(
+        8051, ge=1, le=65535, description="Prometheus /metrics of `serve` (queries, refreshes), on its host."
+    )
     serving_statement_timeout_seconds: float = Field(
         30.0, gt=0, description="A query running longer is cancelled (SQLSTATE 57014)."
     )

@@ -11,9 +11,12 @@ import sys
 import threading
 from collections.abc import Callable
 
+from prometheus_client import start_http_server
+
 from lambda_contracts.settings import Settings
 from serving_layer.database_file import publish_database_file
 from serving_layer.live import LiveViews
+from serving_layer.metrics import EndpointMetrics
 from serving_layer.pgwire.server import PgEndpoint
 
 
@@ -25,10 +28,15 @@ def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str],
     live = LiveViews(settings)
     live.refresh()
     live.lock()
+    metrics = EndpointMetrics(live)
+    metrics_server, _ = start_http_server(
+        settings.serving_metrics_port, addr=settings.serving_pg_host, registry=metrics.registry
+    )
+    echo(f"serving metrics: http://{settings.serving_pg_host}:{settings.serving_metrics_port}/metrics")
     threads = [threading.Thread(target=live.run, args=(stop,), name="live-views", daemon=True)]
     endpoint = None
     if settings.serving_pg_password.get_secret_value():
-        endpoint = PgEndpoint(settings, live)
+        endpoint = PgEndpoint(settings, live, metrics)
         threads.append(threading.Thread(target=endpoint.serve_forever, args=(0.2,), name="pg-endpoint", daemon=True))
         tls = " (TLS offered)" if endpoint.tls else ""
         echo(
@@ -52,6 +60,7 @@ def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str],
         while not stop.wait(settings.serving_refresh_seconds):
             publish_database_file(settings)
     finally:
+        metrics_server.shutdown()
         if endpoint is not None:
             endpoint.shutdown()
             endpoint.server_close()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 from lambda_contracts.settings import Settings
 from serving_layer.live import LiveViews
+from serving_layer.metrics import EndpointMetrics
 from serving_layer.pgwire.protocol import ClientGoneError, Wire
 from serving_layer.pgwire.scram import Verifier
 from serving_layer.pgwire.session import Admission, Session
@@ -44,7 +45,7 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, settings: Settings, live: LiveViews) -> None:
+    def __init__(self, settings: Settings, live: LiveViews, metrics: EndpointMetrics | None = None) -> None:
         password = settings.serving_pg_password.get_secret_value()
         if not password:
             raise EndpointConfigError(
@@ -55,6 +56,7 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
         self.verifier = Verifier.from_password(password)
         self.tls = tls_context(settings)
         self.watchdog = Watchdog(settings.serving_statement_timeout_seconds)
+        self.metrics = metrics or EndpointMetrics(live)
         self._lock = threading.Lock()
         self._connections = 0
         self._cancels: dict[tuple[int, int], Callable[[], None]] = {}
@@ -69,11 +71,13 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
             if self._connections >= self.settings.serving_max_connections:
                 return False
             self._connections += 1
+            self.metrics.connections.set(self._connections)
             return True
 
     def leave(self) -> None:
         with self._lock:
             self._connections -= 1
+            self.metrics.connections.set(self._connections)
 
     def register_cancel(self, process_id: int, secret: int, interrupt: Callable[[], None] | None) -> None:
         with self._lock:
@@ -97,6 +101,8 @@ class _Handler(socketserver.BaseRequestHandler):
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         admitted = endpoint.admit()
+        if not admitted:
+            endpoint.metrics.refused_connections.inc()
         admission = Admission(
             user=endpoint.settings.serving_pg_user,
             verifier=endpoint.verifier,
@@ -105,6 +111,8 @@ class _Handler(socketserver.BaseRequestHandler):
             max_connections=endpoint.settings.serving_max_connections,
             register_cancel=endpoint.register_cancel,
             cancel=endpoint.cancel,
+            observe_statement=endpoint.metrics.statement,
+            observe_login=lambda ok: endpoint.metrics.logins.labels("ok" if ok else "refused").inc(),
         )
         session = Session(Wire(sock), lambda: StatementRunner(endpoint.live.session(), endpoint.watchdog), admission)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,6 +18,7 @@ from serving_layer.pgwire.statements import Column, Outcome, StatementError, Sta
 log = logging.getLogger(__name__)
 SASL, SASL_CONTINUE, SASL_FINAL, OK = 10, 11, 12, 0
 FLUSH_BYTES = 256 * 1024
+STATEMENT_MESSAGES = {b"Q", b"E"}  # a simple query, or the execution of a bound portal
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class Admission:
     max_connections: int
     register_cancel: Callable[[int, int, Callable[[], None] | None], None]
     cancel: Callable[[int, int], None]
+    observe_statement: Callable[[str | None, float], None]  # SQLSTATE (None: ok), seconds
+    observe_login: Callable[[bool], None]
 
 
 @dataclass
@@ -135,6 +139,7 @@ class Session:
                 raise AuthenticationFailedError("unknown user")
         except (AuthenticationFailedError, ValueError) as error:
             log.info("refused a login as %r: %s", user, error)
+            self.admission.observe_login(False)
             self._fatal(
                 "28P01",
                 f'password authentication failed for user "{user}"',
@@ -143,6 +148,7 @@ class Session:
             return False
         self.wire.send(*pg.authentication(SASL_FINAL, server_final.encode()))
         self.wire.send(*pg.authentication(OK))
+        self.admission.observe_login(True)
         return True
 
     def _greet(self, startup: dict[str, str], process_id: int, secret: int) -> None:
@@ -199,11 +205,16 @@ class Session:
             if self._skip_to_sync:
                 continue
             handler = handlers.get(kind)
+            started = time.perf_counter()
             try:
                 if handler is None:
                     raise StatementError("0A000", f"protocol message {kind!r} is not supported by the serving endpoint")
                 handler(payload)
+                if kind in STATEMENT_MESSAGES:
+                    self.admission.observe_statement(None, time.perf_counter() - started)
             except (StatementError, types.UnsupportedFormatError) as error:
+                code = error.code if isinstance(error, StatementError) else "0A000"
+                self.admission.observe_statement(code, time.perf_counter() - started)
                 self._send_error(error)
                 if kind != b"Q":
                     self._skip_to_sync = True  # extended protocol: ignore messages until Sync

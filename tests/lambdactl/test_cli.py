@@ -9,10 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from lambda_contracts.settings import Settings
 from lambdactl.airflow_api import airflow_api, airflow_url
@@ -38,7 +40,7 @@ pytestmark = [
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, str]:
-    port, controller_port, dashboard_port, pg_port = free_ports(4)
+    port, controller_port, dashboard_port, pg_port, metrics_port = free_ports(5)
     return {
         **{k: v for k, v in os.environ.items() if not k.startswith("LAMBDA_")},
         "LAMBDA_DATA_DIR": str(tmp_path),
@@ -46,6 +48,7 @@ def env(tmp_path: Path) -> dict[str, str]:
         "LAMBDA_BROKER_CONTROLLER_PORT": str(controller_port),
         "LAMBDA_DASHBOARD_PORT": str(dashboard_port),
         "LAMBDA_SERVING_PG_PORT": str(pg_port),
+        "LAMBDA_SERVING_METRICS_PORT": str(metrics_port),
         "LAMBDA_BROKER_HEAP_MB": "384",
         "LAMBDA_KAFKA_CONNECT_TIMEOUT_S": "3",
     }
@@ -148,6 +151,10 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         assert answer.returncode == 0 and "views" in answer.stdout, answer.stderr
         through_psql = psql_as_the_demo_prints_it(env, "SELECT sum(views) > 0 FROM page_views_per_minute")
         assert through_psql == "t", "the demo's Postgres endpoint serves the merged views"
+        metrics_url = f"http://127.0.0.1:{env['LAMBDA_SERVING_METRICS_PORT']}/metrics"
+        with urllib.request.urlopen(metrics_url, timeout=10) as response:
+            families = {f.name for f in text_string_to_metric_families(response.read().decode())}
+        assert {"lambda_serving_statements", "lambda_serving_refreshes", "lambda_serving_batch_version"} <= families
         refused = lambdactl(env, "sql", "CREATE TABLE t AS SELECT 1")
         assert refused.returncode == 1 and "only SELECT" in refused.stderr
         shown = lambdactl(env, "status")

@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 import pytest
 import sqlalchemy
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from pyspark.sql import SparkSession
 
@@ -58,13 +60,13 @@ def _read_through_pg(settings: Settings) -> Reading:
 
 
 @pytest.fixture
-def serving(kafka: Settings, spark: SparkSession, tmp_path: Path) -> Iterator[tuple[Settings, LiveViews]]:
+def serving(kafka: Settings, spark: SparkSession, tmp_path: Path) -> Iterator[tuple[Settings, LiveViews, PgEndpoint]]:
     """A platform with traffic flowing and batch publishes, and the serving process's endpoint on it."""
     settings = whole_platform_settings(kafka, tmp_path).model_copy(
         update={
             "serving_pg_password": SecretStr(PASSWORD),
             "serving_pg_port": free_ports(1)[0],
-            "serving_statement_timeout_seconds": 2.0,
+            "serving_statement_timeout_seconds": 5.0,
             "serving_max_connections": 6,
             "serving_memory_limit_mb": 256,
         }
@@ -86,7 +88,7 @@ def serving(kafka: Settings, spark: SparkSession, tmp_path: Path) -> Iterator[tu
         with producing(settings, lively_simulators(seed=47, rate=150.0)):
             time.sleep(2.0)  # some events first, so the batch run has a lake to read
             run_batch(settings, "pg-endpoint-0", lambda: spark)
-            yield settings, live
+            yield settings, live, endpoint
     finally:
         stop.set()
         endpoint.shutdown()
@@ -96,8 +98,8 @@ def serving(kafka: Settings, spark: SparkSession, tmp_path: Path) -> Iterator[tu
         live.close()
 
 
-def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Settings, LiveViews]) -> None:
-    settings, live = serving
+def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Settings, LiveViews, PgEndpoint]) -> None:
+    settings, live, endpoint = serving
     # exact at every instant: concurrent readers, each query pair in one transaction (one snapshot)
     failures: list[BaseException] = []
     reflected: list[int] = []
@@ -123,6 +125,28 @@ def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Setting
     _sqlalchemy_reflects_every_view(settings)
     _jdbc_browses_and_queries(settings)
     _limits_hold(settings)
+    _metrics_count_what_happened(endpoint)
+
+
+def _metrics_count_what_happened(endpoint: PgEndpoint) -> None:
+    """The serving process's /metrics text, parsed with the official Prometheus client's parser."""
+    text = generate_latest(endpoint.metrics.registry).decode()
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    statements = {
+        labels[0][1]: value for (name, labels), value in samples.items() if name == "lambda_serving_statements_total"
+    }
+    assert statements["ok"] > 10 and statements["read_only"] >= 3 and statements["files"] >= 1
+    assert statements["cancelled"] >= 2 and statements["memory_limit"] >= 1
+    assert samples[("lambda_serving_refused_connections_total", ())] >= 1
+    assert samples[("lambda_serving_logins_total", (("outcome", "refused"),))] >= 1
+    assert samples[("lambda_serving_statement_duration_seconds_count", ())] == sum(statements.values())
+    assert samples[("lambda_serving_refreshes_total", ())] > 1
+    reflected = [value for (name, _), value in samples.items() if name == "lambda_serving_reflected_offset"]
+    assert len(reflected) == endpoint.settings.topic_partitions and sum(reflected) > 0
 
 
 def _psql_queries_and_describes(settings: Settings) -> None:
@@ -230,7 +254,9 @@ def _limits_hold(settings: Settings) -> None:
     started = time.monotonic()
     assert "statement timeout" in str(_expect_error(settings, "SELECT count(*) FROM range(100000000000)", "57014"))
     assert time.monotonic() - started < 15
-    _expect_error(settings, "SELECT max(len(x)) FROM (SELECT list(i) AS x FROM range(100000000) t(i))", "53200")
+    _expect_error(
+        settings, "SELECT max(len(x)) FROM (SELECT list(repeat('x', 10000)) AS x FROM range(100000))", "53200"
+    )
     with psycopg.connect(_url(settings), autocommit=True) as connection:  # a cancel request (psql's Ctrl-C)
         threading.Timer(0.5, connection.cancel_safe).start()  # cancel() would hold the GIL the server needs
         with pytest.raises(psycopg.errors.QueryCanceled):
