@@ -24,6 +24,7 @@ from serving_layer.pgwire.session import Admission, Session
 from serving_layer.pgwire.statements import StatementRunner, Watchdog
 
 log = logging.getLogger(__name__)
+LOGIN_TIMEOUT_S = 30.0
 
 
 class EndpointConfigError(ValueError):
@@ -100,6 +101,7 @@ class _Handler(socketserver.BaseRequestHandler):
         endpoint = self.server
         sock: socket.socket = self.request
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.settimeout(LOGIN_TIMEOUT_S)  # a client that never logs in must not hold a place; lifted after login
         admitted = endpoint.admit()
         if not admitted:
             endpoint.metrics.refused_connections.inc()

@@ -80,6 +80,7 @@ class Session:
         user = startup.get("user", "")
         if not self._authenticate(user):
             return
+        self.wire.sock.settimeout(None)  # logged in: an idle session may stay (until max connections)
         self.runner = self._runner_factory()
         process_id, secret = secrets.randbits(31), secrets.randbits(31)
         self.admission.register_cancel(process_id, secret, self.runner.interrupt)

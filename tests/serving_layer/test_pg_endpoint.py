@@ -9,6 +9,7 @@ limits hold: read-only, statement timeout, cancel, memory, connections, password
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -31,6 +32,7 @@ from infra.jars import JarSet
 from lambda_contracts.settings import Settings
 from lambda_contracts.views import BUCKET, VIEWS
 from serving_layer.live import LiveViews
+from serving_layer.pgwire import server
 from serving_layer.pgwire.server import PgEndpoint
 from speed_layer.worker import SpeedWorker
 from tests.flows import free_ports, lively_simulators, producing, whole_platform_settings
@@ -274,7 +276,9 @@ def _limits_hold(settings: Settings) -> None:
         assert connection.execute("SELECT 1").fetchone() == (1,)  # a freed place is taken again
 
 
-def test_tls_when_a_certificate_is_given_and_a_password_is_required(tmp_path: Path) -> None:
+def test_tls_when_a_certificate_is_given_and_a_password_is_required(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     key, certificate = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         [
@@ -317,6 +321,11 @@ def test_tls_when_a_certificate_is_given_and_a_password_is_required(tmp_path: Pa
             assert connection.execute(f"SELECT count(*) FROM {VIEWS[0].name}").fetchone() == (0,)
         with psycopg.connect(_url(settings) + "?sslmode=disable") as connection:
             assert not connection.pgconn.ssl_in_use  # TLS is offered, not forced
+        monkeypatch.setattr(server, "LOGIN_TIMEOUT_S", 0.5)
+        with socket.create_connection(("127.0.0.1", settings.serving_pg_port), timeout=10) as silent:
+            started = time.monotonic()
+            assert silent.recv(1) == b"", "a client that never logs in is disconnected"
+            assert time.monotonic() - started < 5
     finally:
         endpoint.shutdown()
         endpoint.server_close()
