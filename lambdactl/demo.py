@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 import signal
 import sys
 import threading
@@ -70,9 +69,7 @@ def run_demo(
         services.append(Service("lake-sink", _lambdactl("lake-sink"), logs / "lake-sink.log", env).start())
         echo(f"lake sink: {settings.events_topic} -> {settings.lake_path} (log {logs / 'lake-sink.log'})")
         services.append(Service("speed", _lambdactl("speed"), logs / "speed.log", env).start())
-        pg_password = settings.serving_pg_password.get_secret_value() or demo_pg_password(settings)
-        serve_env = {**env, "LAMBDA_SERVING_PG_PASSWORD": pg_password}
-        services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", serve_env).start())
+        services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", env).start())
         echo(f"speed worker -> {settings.speed_views_path}; merged views in {settings.serving_database}")
         echo("live dashboard: run `lambdactl dashboard` in another terminal (charts on :8050, /metrics)")
         late = f"{DEFAULTS.late_share:.0%} up to {DEFAULTS.max_lateness.total_seconds() / 3600:g} h late"
@@ -87,7 +84,12 @@ def run_demo(
         echo(f'  {sys.executable.rsplit("/", 1)[0]}/lambdactl sql "{SAMPLE_QUERY}"')
         echo(f"  duckdb -readonly {settings.serving_database.absolute()}  (any DuckDB CLI; reopen it to refresh)")
         pg_url = f"postgresql://{settings.serving_pg_user}@{settings.serving_pg_host}:{settings.serving_pg_port}/lambda"
-        echo(f"  PGPASSWORD={pg_password} psql '{pg_url}'  (any Postgres client: JDBC, BI tools)")
+        if settings.serving_pg_password.get_secret_value():
+            echo(f"  PGPASSWORD=$LAMBDA_SERVING_PG_PASSWORD psql '{pg_url}'  (any Postgres client: JDBC, BI tools)")
+        else:
+            echo(
+                "  Postgres clients (psql, JDBC, BI tools): run the demo with LAMBDA_SERVING_PG_PASSWORD=<password> set"
+            )
         echo("monitor: valid events per second as they arrive; Ctrl-C stops everything")
         if duration_s is not None:
             timer = threading.Timer(duration_s, stop.set)
@@ -108,16 +110,6 @@ def run_demo(
             broker.stop()
             echo("broker stopped; data stays in " + str(settings.data_dir))
         supervision.finish()
-
-
-def demo_pg_password(settings: Settings) -> str:
-    """The demo's password for the Postgres endpoint: generated once per data directory, kept private."""
-    path = settings.data_dir / "serving" / "pg-password"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
-            out.write(secrets.token_urlsafe(18) + "\n")
-    return path.read_text().strip()
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -514,9 +514,9 @@ def serve() -> None:
 
     settings = get_settings()
     stop = stop_on_signals()
-    ensure_port_free(settings.serving_pg_host, settings.serving_metrics_port, "LAMBDA_SERVING_METRICS_PORT")
     if settings.serving_pg_password.get_secret_value():
         ensure_port_free(settings.serving_pg_host, settings.serving_pg_port, "LAMBDA_SERVING_PG_PORT")
+        ensure_port_free(settings.serving_pg_host, settings.serving_metrics_port, "LAMBDA_SERVING_METRICS_PORT")
     try:
         run_serving(settings, stop, typer.echo)
     except EndpointConfigError as error:

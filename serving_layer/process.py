@@ -22,29 +22,34 @@ from serving_layer.pgwire.server import PgEndpoint
 
 def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str], None]) -> None:
     """Serve until ``stop`` is set."""
-    # client sessions hand Python's lock back and forth around every DuckDB call: the default 5 ms
-    # switch interval would add up to that much wait to each handoff under load
-    sys.setswitchinterval(0.0005)
-    live = LiveViews(settings)
-    live.refresh()
-    live.lock()
-    metrics = EndpointMetrics(live)
-    metrics_server, _ = start_http_server(
-        settings.serving_metrics_port, addr=settings.serving_pg_host, registry=metrics.registry
-    )
-    echo(f"serving metrics: http://{settings.serving_pg_host}:{settings.serving_metrics_port}/metrics")
-    threads = [threading.Thread(target=live.run, args=(stop,), name="live-views", daemon=True)]
-    endpoint = None
+    live: LiveViews | None = None
+    endpoint: PgEndpoint | None = None
+    metrics_server = None
+    threads: list[threading.Thread] = []
     if settings.serving_pg_password.get_secret_value():
+        # client sessions hand Python's lock back and forth around every DuckDB call: the default 5 ms
+        # switch interval would add up to that much wait to each handoff under load
+        sys.setswitchinterval(0.0005)
+        live = LiveViews(settings)
+        live.refresh()
+        live.lock()
+        metrics = EndpointMetrics(live)
+        metrics_server, _ = start_http_server(
+            settings.serving_metrics_port, addr=settings.serving_pg_host, registry=metrics.registry
+        )
         endpoint = PgEndpoint(settings, live, metrics)
-        threads.append(threading.Thread(target=endpoint.serve_forever, args=(0.2,), name="pg-endpoint", daemon=True))
+        threads = [
+            threading.Thread(target=live.run, args=(stop,), name="live-views", daemon=True),
+            threading.Thread(target=endpoint.serve_forever, args=(0.2,), name="pg-endpoint", daemon=True),
+        ]
         tls = " (TLS offered)" if endpoint.tls else ""
         echo(
             f"Postgres endpoint on {endpoint.address}{tls}: "
             f"psql 'postgresql://{settings.serving_pg_user}@{endpoint.address}/lambda' "
             "(password: LAMBDA_SERVING_PG_PASSWORD)"
         )
-    else:
+        echo(f"serving metrics: http://{settings.serving_pg_host}:{settings.serving_metrics_port}/metrics")
+    else:  # the live views exist for the endpoint: without it, serve only writes the database file
         echo(
             "Postgres endpoint off: set LAMBDA_SERVING_PG_PASSWORD to open it on "
             f"{settings.serving_pg_host}:{settings.serving_pg_port}"
@@ -60,10 +65,12 @@ def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str],
         while not stop.wait(settings.serving_refresh_seconds):
             publish_database_file(settings)
     finally:
-        metrics_server.shutdown()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         if endpoint is not None:
             endpoint.shutdown()
             endpoint.server_close()
         for thread in threads:
             thread.join(timeout=5)
-        live.close()
+        if live is not None:
+            live.close()

@@ -9,12 +9,10 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from lambda_contracts.settings import Settings
 from lambdactl.airflow_api import airflow_api, airflow_url
@@ -149,12 +147,6 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         assert status.returncode == 0, status.stderr
         answer = lambdactl(env, "sql", "SELECT sum(views) AS views FROM page_views_per_minute")
         assert answer.returncode == 0 and "views" in answer.stdout, answer.stderr
-        through_psql = psql_as_the_demo_prints_it(env, "SELECT sum(views) > 0 FROM page_views_per_minute")
-        assert through_psql == "t", "the demo's Postgres endpoint serves the merged views"
-        metrics_url = f"http://127.0.0.1:{env['LAMBDA_SERVING_METRICS_PORT']}/metrics"
-        with urllib.request.urlopen(metrics_url, timeout=10) as response:
-            families = {f.name for f in text_string_to_metric_families(response.read().decode())}
-        assert {"lambda_serving_statements", "lambda_serving_refreshes", "lambda_serving_batch_version"} <= families
         refused = lambdactl(env, "sql", "CREATE TABLE t AS SELECT 1")
         assert refused.returncode == 1 and "only SELECT" in refused.stderr
         shown = lambdactl(env, "status")
@@ -171,26 +163,10 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         output, _ = demo.communicate(timeout=180)
     assert demo.returncode == 0, output[-3000:]
     assert "Airflow UI: http://127.0.0.1:" in output and "login: admin / " in output
-    assert f"psql 'postgresql://lambda@127.0.0.1:{env['LAMBDA_SERVING_PG_PORT']}/lambda'" in output
+    assert "run the demo with LAMBDA_SERVING_PG_PASSWORD=<pw> set" in output
     assert int(current.read_text()) >= 1
     assert "stopped airflow (exit" in output
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "Ctrl-C leaves no broker, Airflow or service behind"
-
-
-def psql_as_the_demo_prints_it(env: dict[str, str], sql: str) -> str:
-    """psql with the password the demo generated for its data directory, on the endpoint's port."""
-    password = (Path(env["LAMBDA_DATA_DIR"]) / "serving" / "pg-password").read_text().strip()
-    url = f"postgresql://lambda@127.0.0.1:{env['LAMBDA_SERVING_PG_PORT']}/lambda?sslmode=disable"
-    run = subprocess.run(
-        ["psql", url, "-Atc", sql],
-        env={"PGPASSWORD": password, "PATH": os.environ["PATH"]},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert run.returncode == 0, run.stderr
-    return run.stdout.strip()
 
 
 def recompute_from_the_browser(env: dict[str, str]) -> None:
