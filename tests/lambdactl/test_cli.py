@@ -163,7 +163,7 @@ def test_demo_runs_airflow_and_the_batch_dag_publishes_on_its_own(env: dict[str,
         output, _ = demo.communicate(timeout=180)
     assert demo.returncode == 0, output[-3000:]
     assert "Airflow UI: http://127.0.0.1:" in output and "login: admin / " in output
-    assert "run the demo with LAMBDA_SERVING_PG_PASSWORD=<pw> set" in output
+    assert "run the demo with LAMBDA_SERVING_PG_PASSWORD=<password> set" in output
     assert int(current.read_text()) >= 1
     assert "stopped airflow (exit" in output
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "Ctrl-C leaves no broker, Airflow or service behind"
