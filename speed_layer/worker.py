@@ -21,6 +21,7 @@ rebuilds from ``C``. Snapshots say which batch versions their rows may be merged
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import threading
 import time
@@ -119,13 +120,14 @@ class SpeedWorker:
             while not stop.is_set() and not self.reached_until():
                 if self.space.waiting:  # take nothing more while what we hold cannot be published
                     self.consumer.pause(*self.consumer.assignment())
-                batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)  # meanwhile a decode may run
+                batches = self.consumer.poll(timeout_ms=self._poll_timeout_ms())  # meanwhile a decode may run
                 self._follow_batch()
                 self._follow_assignment()
                 self._gather(batches)
                 if len(self._pending) >= DECODE_BATCH:
                     self._submit()  # decoded in the background while the next poll fetches
                 if self._publish_is_due():
+                    self._last_publish = time.monotonic()  # the cadence runs from start to start
                     self._submit()
                     self._take_decoded()
                     self._publish()
@@ -344,6 +346,13 @@ class SpeedWorker:
         """Own partition -> the offset from which what it counted is not published yet."""
         return {partition: state.published_to for partition, state in self.states.items()}
 
+    def _poll_timeout_ms(self) -> int:
+        """Wait for records no longer than until the next publish is due, so publishes keep their cadence."""
+        if self.space.waiting:  # the disk is full: retries have their own pace
+            return POLL_TIMEOUT_MS
+        due_in = self._last_publish + self.settings.speed_publish_ms / 1000 - time.monotonic()
+        return max(0, min(POLL_TIMEOUT_MS, math.ceil(due_in * 1000)))
+
     def _publish_is_due(self) -> bool:
         if self.space.waiting:
             return self.space.may_try()
@@ -351,7 +360,6 @@ class SpeedWorker:
 
     def _publish(self, force: bool = False) -> None:
         """Publish every changed partition, one worker at a time, first reading what others published."""
-        self._last_publish = time.monotonic()
         with folder_lock(self.root):
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
