@@ -23,6 +23,7 @@ from batch_layer.publish import publish
 from lambda_contracts.manifest import Manifest, current_version, read_current, read_manifest
 from lambda_contracts.plumbing.files import folder_lock
 from lambda_contracts.settings import Settings
+from lambda_contracts.views import VIEW_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -112,4 +113,5 @@ def next_manifest(settings: Settings, plan: Plan, base: Manifest, update: Update
         ids=ids,
         touched=sorted(update.replaced),
         counted=update.counted,
+        views=list(VIEW_NAMES),  # a base without some view is never advanced: its run recomputes the lake
     )

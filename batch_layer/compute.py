@@ -96,7 +96,7 @@ def read_lake(spark: SparkSession, settings: Settings, files: list[str]) -> Data
 
 NEEDED = sorted(
     {"event_id", "event_time", "event_type", "kafka_partition", "kafka_offset"}
-    | {d.source for v in VIEWS for d in v.dimensions}
+    | {d.source for v in VIEWS for d in v.partial_dimensions}
     | {m.column for v in VIEWS for m in v.measures if m.column}
     | {f.column for v in VIEWS for f in v.filters}
 )
@@ -158,7 +158,7 @@ def advance(spark: SparkSession, settings: Settings, plan: Plan, base: Manifest)
     for view in VIEWS:
         partial = f"({view.aggregate_sql('new_events', by=(PERIOD,))})"
         bucket = f"date_format({BUCKET}, \"yyyy-MM-dd'T'HH:mm:ss.SSSSSS'Z'\")"
-        dimensions = [d.name for d in view.dimensions]
+        dimensions = [d.name for d in view.partial_dimensions]
         parts.append(
             _generic_sql(view.name, partial, bucket=bucket, dimensions=dimensions, measures=view.measure_columns)
         )
@@ -176,7 +176,7 @@ def advance(spark: SparkSession, settings: Settings, plan: Plan, base: Manifest)
 
 
 OUTPUT = "output"
-WIDTH = max(len(v.dimensions) for v in VIEWS), max(len(v.measures) for v in VIEWS)
+WIDTH = max(len(v.partial_dimensions) for v in VIEWS), max(len(v.partial_measures) for v in VIEWS)
 """Dimension and measure columns of the one generic result every view's partial rows travel in."""
 
 
@@ -196,8 +196,8 @@ def _typed(view: View, rows: pa.Table) -> pa.Table:
     arrays = [
         rows.column(PERIOD),
         pc.cast(rows.column(BUCKET), UTC_MICROS),
-        *(rows.column(f"d{i}") for i in range(len(view.dimensions))),
-        *(pc.cast(rows.column(f"m{j}"), arrow_type(m.sql_type)) for j, m in enumerate(view.measures)),
+        *(rows.column(f"d{i}") for i in range(len(view.partial_dimensions))),
+        *(pc.cast(rows.column(f"m{j}"), arrow_type(m.sql_type)) for j, m in enumerate(view.partial_measures)),
     ]
     return pa.table(arrays, names=[PERIOD, *view.key_columns, *view.measure_columns])
 

@@ -18,6 +18,7 @@ from lambda_contracts.manifest import read_current
 from lambda_contracts.plumbing.files import write_atomically
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.views import VIEW_NAMES
 
 PLANS = "plans"
 
@@ -64,6 +65,11 @@ def make_plan(settings: Settings, run_id: str, recompute: tuple[date | None, dat
     base = read_current(settings.batch_views_path)
     partitions = range(settings.topic_partitions)
     previous = {p: base.cutoffs.get(p, 0) for p in partitions}
+    missing = [name for name in VIEW_NAMES if not base.holds(name)]
+    if missing:  # views declared since the base was published: backfilled from the whole lake, once
+        days = lake.days(table)
+        reason = f"backfill of {', '.join(missing)} (new views): recompute of every event day, {len(days)} days"
+        return Plan(run_id, base.version, base.version + 1, table.version(), previous, reason, "recompute", days=days)
     if recompute is None:
         lake_offsets = lake.committed_offsets(partitions, table)
         cutoffs = {p: choose_cutoff(settings, p, previous[p], lake_offsets[p]) for p in partitions}

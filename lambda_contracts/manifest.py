@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from lambda_contracts.views import FIRST_VIEWS
+
 CURRENT = "CURRENT"
 MANIFESTS = "manifests"
 SEGMENTS = "segments"
@@ -50,6 +52,15 @@ class Manifest:
     """Periods whose rows or ids this version rewrote."""
     counted: int = 0
     """Events this version added (new first copies below the new cutoffs)."""
+    views: list[str] | None = None
+    """The views this version holds rows of for every event below its cutoffs (None: written before
+    manifests listed them, so ``FIRST_VIEWS``). A view declared since is backfilled by the next run."""
+
+    def holds(self, view: str) -> bool:
+        """Whether this version's rows of ``view`` are complete below the cutoffs (version 0 holds nothing to miss)."""
+        if self.version == 0:
+            return True
+        return view in (FIRST_VIEWS if self.views is None else self.views)
 
     def files(self, view: str) -> list[str]:
         return [f for period in sorted(self.segments.get(view, {})) for f in self.segments[view][period]]

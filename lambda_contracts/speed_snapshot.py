@@ -22,6 +22,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from lambda_contracts.views import FIRST_VIEWS
+
 CURRENT = "CURRENT"
 SWITCH_LOCK = ".switch.lock"
 """In the speed root: a publisher holds it exclusively while it makes a partition's snapshot current, and a
@@ -54,6 +56,13 @@ class PartitionSnapshot:
     """The oldest batch version these rows may be merged with (a rebuild for a version moves it up)."""
     epoch: int = 0
     """Counts the times the partition was rebuilt or jumped, so readers of its ids start over."""
+    views: tuple[str, ...] | None = None
+    """The views the worker computed (None: written before snapshots listed them, so ``FIRST_VIEWS``).
+    A worker that restores a snapshot without a declared view rebuilds the partition from its cutoff."""
+
+    def holds(self, view: str) -> bool:
+        """Whether the segments have this view's rows (a segment without its file had no such events)."""
+        return view in (FIRST_VIEWS if self.views is None else self.views)
 
     def usable_with(self, version: int) -> bool:
         """Whether these rows may be merged with batch version ``version`` (each event once)."""
@@ -83,6 +92,8 @@ class PartitionSnapshot:
         data = json.loads(text)
         data.pop("dedup_folders", None)
         data["segments"] = [Segment(**{**s, "views": tuple(s["views"])}) for s in data["segments"]]
+        if data.get("views") is not None:
+            data["views"] = tuple(data["views"])
         return cls(**data)
 
 

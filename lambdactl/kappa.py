@@ -311,16 +311,19 @@ def recompute_from_lake(settings: Settings, target: dict[int, int]) -> dict[str,
     try:
         connection.register("lake_events", events)
         connection.execute(f"CREATE TEMP VIEW firsts AS {deduplicated_sql('lake_events')}")
-        return {
-            view.name: fingerprint(connection.sql(_columns_of(view, f"({view.aggregate_sql('firsts')})")).fetchall())
-            for view in VIEWS
-        }
+        return {view.name: fingerprint(connection.sql(_recomputed(view)).fetchall()) for view in VIEWS}
     finally:
         connection.close()
 
 
+def _recomputed(view: View) -> str:
+    """The view's served rows straight from the deduplicated lake events (``firsts``)."""
+    partials = f"({view.aggregate_sql('firsts')}) AS partials"
+    return _columns_of(view, f"({view.final_sql(partials)})")
+
+
 def _columns_of(view: View, relation: str) -> str:
-    return f"SELECT {', '.join((*view.key_columns, *view.measure_columns))} FROM {relation}"
+    return f"SELECT {', '.join(view.served_columns)} FROM {relation}"
 
 
 def report_lines(comparisons: list[Comparison]) -> list[str]:

@@ -26,7 +26,7 @@ import duckdb
 from lambda_contracts.settings import Settings
 from serving_layer.pgwire import catalog
 from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
-from serving_layer.relations import STATUS, relations
+from serving_layer.relations import STATUS, relations, unready
 from serving_layer.snapshot import resolve
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class LiveViews:
         catalog.install(self._admin)
         self._admin.execute("SET GLOBAL TimeZone = 'UTC'")
         self._served: dict[str, str] = {}
+        self._kinds: dict[str, str] = {}
+        """Relation -> TABLE or VIEW, as last created (replacing one by the other needs a DROP first)."""
         self._columns: list[tuple[str, list[tuple[str, str]]]] = []
         self.latest: Refresh | None = None
         self._changed = threading.Condition()
@@ -86,7 +88,7 @@ class LiveViews:
         if content == self._served:
             return False
         changed = {name: sql for name, sql in statements.items() if self._served.get(name) != sql}
-        self._replace(changed)  # a relation whose files did not change (the batch rows mostly) stays
+        self._replace(changed, unready(snapshot))  # a relation whose files did not change (batch rows mostly) stays
         self._served = content
         with self._changed:
             number = self.latest.number + 1 if self.latest else 1
@@ -96,12 +98,20 @@ class LiveViews:
             self._changed.notify_all()
         return True
 
-    def _replace(self, statements: dict[str, str]) -> None:
+    def _replace(self, statements: dict[str, str], views: set[str]) -> None:
+        """Replace relations in one transaction: tables of rows, or ``views`` (relations of views not ready,
+        which raise their reason when queried and cannot be materialized)."""
         admin = self._admin
+        kinds = dict(self._kinds)
         admin.execute("BEGIN")
         try:
             for name, sql in statements.items():
-                admin.execute(f"CREATE OR REPLACE TABLE {catalog.SERVED_SCHEMA}.{name} AS {sql}")
+                kind = "VIEW" if name in views else "TABLE"
+                served = f"{catalog.SERVED_SCHEMA}.{name}"
+                if kinds.get(name, kind) != kind:
+                    admin.execute(f"DROP {kinds[name]} {served}")
+                admin.execute(f"CREATE OR REPLACE {kind} {served} AS {sql}")
+                kinds[name] = kind
             columns = catalog.relation_columns(admin)
             if columns != self._columns:
                 catalog.describe_relations(admin, columns)
@@ -110,6 +120,7 @@ class LiveViews:
             admin.execute("ROLLBACK")
             raise
         self._columns = columns
+        self._kinds = kinds
 
     def wait_for_refresh(self, after: int, timeout_s: float) -> Refresh | None:
         """The first refresh numbered above ``after`` (None if none came within the timeout)."""

@@ -1,7 +1,8 @@
 """The SQL of the serving relations, for one resolved snapshot.
 
 For each declared view ``v``: ``v`` (merged: batch rows below the cutoff plus speed rows from
-it, re-aggregated with the measures' merge rules), ``v_batch`` and ``v_speed`` for inspection.
+it, re-aggregated with the measures' merge rules; distinct counts count the union of their
+members), ``v_batch`` and ``v_speed`` (each layer's rows alone, in the served shape) for inspection.
 ``serving_status`` shows, per partition, the batch version and cutoff, how far the speed layer
 is, whether its rows are used, and up to which offset the merged views reflect the events.
 """
@@ -20,8 +21,8 @@ def _quoted(text: str) -> str:
 
 def _empty(view: View) -> str:
     columns = [f"CAST(NULL AS TIMESTAMPTZ) AS {BUCKET}"]
-    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.dimensions]
-    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.measures]
+    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.partial_dimensions]
+    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.partial_measures]
     return f"SELECT {', '.join(columns)} WHERE false"
 
 
@@ -43,15 +44,35 @@ def speed_partials(view: View, snapshot: ServingSnapshot) -> str:
     return f"({_rows(view, snapshot.speed_files(view.name))}) AS partials"
 
 
+def _not_ready(view: View, reason: str) -> str:
+    """A relation that fails, when queried, with the reason: never rows that might be incomplete."""
+    columns = [f"CAST(NULL AS TIMESTAMPTZ) AS {BUCKET}"]
+    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.dimensions]
+    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.measures]
+    message = _quoted(f"view {view.name} is not ready: {reason}")
+    return f"SELECT {', '.join(columns)} WHERE error({message}) IS NULL"
+
+
+def unready(snapshot: ServingSnapshot) -> set[str]:
+    """The relations of views this snapshot cannot serve yet (they raise their reason when queried)."""
+    names = [view.name for view in VIEWS if snapshot.not_ready(view.name)]
+    return {f"{name}{suffix}" for name in names for suffix in ("", "_batch", "_speed")}
+
+
 def relations(snapshot: ServingSnapshot) -> dict[str, str]:
     """Relation name -> SELECT statement, all over the same snapshot."""
     out: dict[str, str] = {}
     for view in VIEWS:
+        reason = snapshot.not_ready(view.name)
+        if reason is not None:
+            for suffix in ("", "_batch", "_speed"):
+                out[f"{view.name}{suffix}"] = _not_ready(view, reason)
+            continue
         batch = batch_rows(view, snapshot)
         speed = _rows(view, snapshot.speed_files(view.name))
-        out[view.name] = view.merge_sql(f"({batch} UNION ALL {speed}) AS partials")
-        out[f"{view.name}_batch"] = batch
-        out[f"{view.name}_speed"] = view.merge_sql(speed_partials(view, snapshot))
+        out[view.name] = view.final_sql(f"({batch} UNION ALL {speed}) AS partials")
+        out[f"{view.name}_batch"] = view.final_sql(f"({batch}) AS partials")
+        out[f"{view.name}_speed"] = view.final_sql(speed_partials(view, snapshot))
     out[STATUS] = status_sql(snapshot)
     return out
 

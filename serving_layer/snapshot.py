@@ -50,6 +50,22 @@ class ServingSnapshot:
             reflected[partition] = snapshot.next_offset if snapshot and self.speed_used(partition) else cutoff
         return reflected
 
+    def not_ready(self, view: str) -> str | None:
+        """Why ``view`` cannot be served exactly from this snapshot yet (None: it can): a view declared since
+        the batch version or a used speed snapshot was written is served once both layers hold it."""
+        if not self.batch.holds(view):
+            return (
+                f"batch version {self.batch.version} has no rows of it yet: the next batch run "
+                "(the batch_views DAG, or `lambdactl batch advance`) backfills it from the lake"
+            )
+        behind = [p for p, s in sorted(self.speed.items()) if s and self.speed_used(p) and not s.holds(view)]
+        if behind:
+            return (
+                f"the speed layer has not counted it on partitions {behind} yet: a speed worker running the "
+                "new declaration rebuilds them from the batch cutoff when it takes them (restart the speed workers)"
+            )
+        return None
+
     def batch_files(self, view: str) -> list[str]:
         return [str((self.batch_root / f).resolve()) for f in self.batch.files(view)]
 

@@ -53,6 +53,8 @@ class PartitionState:
     epoch: int = 0
     published_to: int = 0
     """The next offset of the last publish: what this state counted from here on, readers cannot see yet."""
+    missing_views: tuple[str, ...] = ()
+    """Declared views the restored snapshot had no rows of (declared since): a rebuild from the cutoff adds them."""
     hold_until: int = 0
     """A rebuild from below what was published is published only once it reaches this offset again:
     until then readers keep the previous snapshot, so no offset they see goes backwards."""

@@ -27,7 +27,7 @@ from lambda_contracts.speed_snapshot import (
     read_snapshot,
     snapshot_path,
 )
-from lambda_contracts.views import VIEWS_BY_NAME
+from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
 from speed_layer.state import ID_SCHEMA, PartitionState
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def _write_snapshot(
         reconciled=state.reconciled,
         valid_from=state.valid_from,
         epoch=state.epoch,
+        views=VIEW_NAMES,
     )
     write_atomically(snapshot_path(speed_root, state.partition, sequence), snapshot.to_json())
     with folder_lock(speed_root, SWITCH_LOCK):  # readers of all partitions wait for this rename only
@@ -166,6 +167,7 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
             keep = [*VIEWS_BY_NAME[name].key_columns, *VIEWS_BY_NAME[name].measure_columns]
             state.open_rows[name] = rows.select(keep)
         state.changed = False
+    state.missing_views = tuple(name for name in VIEW_NAMES if not snapshot.holds(name))
     log.info(
         "speed partition %d restored at offset %d (snapshot %d)", partition, snapshot.next_offset, snapshot.sequence
     )

@@ -177,6 +177,11 @@ class SpeedWorker:
                         f"{self.manifest.version}: rebuilds from the cutoff",
                     )
                     state.valid_from = self.manifest.version
+                elif state.missing_views:  # declared since it published: counted from the cutoff like the rest
+                    self._restart_at(
+                        state, cutoff, f"has no rows of {', '.join(state.missing_views)}: rebuilds from the cutoff"
+                    )
+                state.missing_views = ()
             state.reconciled = self.manifest.version
             state.changed = True
             self.states[partition] = state

@@ -51,16 +51,22 @@ def first_copies(
 
 
 def view_rows(events: Iterable[Mapping[str, Any]], view: View) -> list[Row]:
+    """The view's served rows: bucket, dimensions, then each measure as declared."""
     groups: dict[Row, dict[str, Any]] = {}
     for event in events:
-        if event["event_type"] != view.event_type:
+        if event["event_type"] not in view.event_types:
             continue
         if any(event[f.column] not in f.values for f in view.filters):
             continue
         key = (truncate(event["event_time"], view.grain), *(event[d.source] for d in view.dimensions))
         measures = groups.setdefault(key, {})
         for measure in view.measures:
+            if measure.aggregate == "count_distinct":
+                measures.setdefault(measure.name, set()).add(event[measure.column])  # type: ignore[index]
+                continue
             value = 1 if measure.aggregate == "count" else event[measure.column]  # type: ignore[index]
+            if measure.when is not None and event["event_type"] != measure.when:
+                value = 0  # counted only for its own event type
             if measure.name not in measures:
                 measures[measure.name] = value
             elif measure.aggregate in ("count", "sum"):
@@ -69,16 +75,20 @@ def view_rows(events: Iterable[Mapping[str, Any]], view: View) -> list[Row]:
                 measures[measure.name] = min(measures[measure.name], value)
             else:
                 measures[measure.name] = max(measures[measure.name], value)
-    return sorted(((*key, *(m[name] for name in view.measure_columns)) for key, m in groups.items()), key=repr)
+    names = [m.name for m in view.measures]
+    rows = (
+        (*key, *(len(v) if isinstance(v, set) else v for v in (m[name] for name in names))) for key, m in groups.items()
+    )
+    return sorted(rows, key=repr)
 
 
 def parquet_rows(files: list[str], view: View) -> list[Row]:
-    """Rows of a view's Parquet files, in the oracle's shape."""
+    """Served rows from a view's partial rows in Parquet files, in the oracle's shape."""
     if not files:
         return []
-    columns = ", ".join((*view.key_columns, *view.measure_columns))
     connection = duck.connect()
-    rows = connection.execute(f"SELECT {columns} FROM read_parquet(?, hive_partitioning = false)", [files]).fetchall()
+    partials = f"(SELECT * FROM read_parquet({files!r}, hive_partitioning = false)) AS partials"
+    rows = connection.execute(view.final_sql(partials)).fetchall()
     return sorted((tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in row) for row in rows), key=repr)
 
 
@@ -91,6 +101,18 @@ def normalised_rows(table: Any) -> list[Row]:
     for record in table.to_pylist():
         rows.append(tuple(v.astimezone(UTC) if isinstance(v, datetime) else v for v in (record[c] for c in columns)))
     return sorted(rows, key=repr)
+
+
+def served_rows(view: View, partials: Any) -> list[Row]:
+    """The served rows of an Arrow table of a view's partial rows (None: no rows), in the oracle's shape."""
+    if partials is None:
+        return []
+    connection = duck.connect()
+    try:
+        connection.register("partial_rows", partials)
+        return normalised_rows(connection.sql(view.final_sql("partial_rows")).to_arrow_table())
+    finally:
+        connection.close()
 
 
 Reading = tuple[list[dict[str, Any]], dict[str, list[Row]]]  # serving_status rows, merged rows per view
@@ -178,5 +200,5 @@ def speed_rows(settings: Settings) -> dict[str, list[tuple[object, ...]]]:
             root = partition_root(settings.speed_views_path, partition)
             files += [str(root / s.folder / f"{view.name}.parquet") for s in snapshot.segments if view.name in s.views]
         partials = f"(SELECT * FROM read_parquet({files!r}, hive_partitioning = false)) AS partials"
-        merged[view.name] = normalised_rows(connection.sql(view.merge_sql(partials)).to_arrow_table())
+        merged[view.name] = normalised_rows(connection.sql(view.final_sql(partials)).to_arrow_table())
     return merged

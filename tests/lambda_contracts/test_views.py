@@ -6,6 +6,7 @@ import itertools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pytest
 from pyspark.sql import SparkSession
@@ -15,7 +16,7 @@ from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde
-from lambda_contracts.views import VIEWS, Measure, View, deduplicated_sql
+from lambda_contracts.views import VIEWS, VIEWS_BY_NAME, Measure, View, deduplicated_sql
 from sources.run import build_simulators
 from sources.simulators import merged_records
 from tests.fakes import FakeRecord
@@ -84,14 +85,18 @@ def test_duplicates_count_once_and_the_first_copy_wins() -> None:
     assert kept == (distinct, distinct)
 
 
+def deduplicated_events(count: int = 4000) -> tuple[duckdb.DuckDBPyConnection, str]:
+    """A connection with the sample registered, and the SQL of its first copies (a subquery)."""
+    connection = duck.connect()
+    connection.register("events", sample_events(count))
+    return connection, f"({deduplicated_sql('events')})"
+
+
 @pytest.mark.unit
 def test_merging_partial_results_equals_computing_at_once() -> None:
     """Mergeable measures: rows over two disjoint halves, merged, equal rows over the whole."""
-    events = sample_events(4000)
-    connection = duck.connect()
-    connection.register("events", events)
+    connection, deduplicated = deduplicated_events()
     for view in VIEWS:
-        deduplicated = f"({deduplicated_sql('events')})"
         whole = connection.execute(view.aggregate_sql(f"{deduplicated} AS d")).fetchall()
         first = f"(SELECT * FROM {deduplicated} WHERE kafka_offset < 500) AS first_half"
         second = f"(SELECT * FROM {deduplicated} WHERE kafka_offset >= 500) AS second_half"
@@ -103,3 +108,53 @@ def test_merging_partial_results_equals_computing_at_once() -> None:
 def test_declarations_refuse_a_count_with_a_column() -> None:
     with pytest.raises(ValueError, match="count takes no column"):
         Measure("n", "count", "amount")
+
+
+@pytest.mark.unit
+def test_distinct_counts_over_merged_halves_equal_count_distinct_over_the_whole() -> None:
+    """Users seen in both halves count once: partial rows keep their members, served rows count them."""
+    connection, deduplicated = deduplicated_events()
+    view = VIEWS_BY_NAME["page_users_per_hour"]
+    first = f"(SELECT * FROM {deduplicated} WHERE kafka_offset < 700) AS first_half"
+    second = f"(SELECT * FROM {deduplicated} WHERE kafka_offset >= 700) AS second_half"
+    halves = f"({view.aggregate_sql(first)} UNION ALL {view.aggregate_sql(second)}) AS partials"
+    served = connection.execute(view.final_sql(f"({view.merge_sql(halves)}) AS merged")).fetchall()
+    expected = connection.execute(
+        "SELECT date_trunc('hour', event_time), page, count(DISTINCT entity_key), count(*) "
+        f"FROM {deduplicated} WHERE event_type = 'page_view' GROUP BY 1, 2"
+    ).fetchall()
+    assert len(expected) > 20
+    assert normalised(served) == normalised(expected)
+    both = connection.execute(
+        f"SELECT count(*) FROM (SELECT users_member FROM ({view.aggregate_sql(first)}) INTERSECT "
+        f"SELECT users_member FROM ({view.aggregate_sql(second)}))"
+    ).fetchone()
+    assert both is not None and both[0] > 0, "some users are in both halves: a sum of counts would be wrong"
+
+
+@pytest.mark.unit
+def test_a_view_over_two_event_types_counts_each_measure_for_its_own_type() -> None:
+    connection, events = deduplicated_events()
+    deduplicated = f"{events} AS d"
+    view = VIEWS_BY_NAME["cart_to_purchase_per_hour"]
+    served = connection.execute(view.final_sql(f"({view.aggregate_sql(deduplicated)}) AS p")).fetchall()
+    expected = connection.execute(
+        "SELECT date_trunc('hour', event_time), product_id, "
+        "count(*) FILTER (WHERE event_type = 'add_to_cart'), "
+        "coalesce(sum(quantity) FILTER (WHERE event_type = 'add_to_cart'), 0), "
+        "count(*) FILTER (WHERE event_type = 'purchase'), "
+        "coalesce(sum(quantity) FILTER (WHERE event_type = 'purchase'), 0) "
+        f"FROM {deduplicated} WHERE event_type IN ('add_to_cart', 'purchase') GROUP BY 1, 2"
+    ).fetchall()
+    assert any(row[2] and row[4] for row in expected), "the sample has carts and purchases of one product"
+    assert normalised(served) == normalised(expected)
+
+
+@pytest.mark.unit
+def test_declarations_refuse_what_would_not_merge() -> None:
+    with pytest.raises(ValueError, match="only count and sum take `when`"):
+        Measure("m", "max", "amount", when="purchase")
+    with pytest.raises(ValueError, match="every measure says `when`"):
+        View("v", "", ("add_to_cart", "purchase"), "hour", (), (Measure("n", "count"),))
+    with pytest.raises(ValueError, match="not one of the view's event types"):
+        View("v", "", ("purchase",), "hour", (), (Measure("n", "count", when="page_view"),))

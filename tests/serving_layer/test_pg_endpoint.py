@@ -200,7 +200,7 @@ def _sqlalchemy_reflects_every_view(settings: Settings) -> None:
         assert {v.name for v in VIEWS} | {"serving_status"} <= set(inspector.get_table_names())
         for view in VIEWS:
             table = sqlalchemy.Table(view.name, sqlalchemy.MetaData(), autoload_with=engine)
-            assert [c.name for c in table.columns] == [*view.key_columns, *view.measure_columns]
+            assert [c.name for c in table.columns] == list(view.served_columns)
             with engine.connect() as connection:
                 assert (
                     connection.execute(sqlalchemy.select(sqlalchemy.func.count()).select_from(table)).scalar_one() >= 0
@@ -236,7 +236,7 @@ def _jdbc_browses_and_queries(settings: Settings) -> None:
     assert "schema public" in lines
     assert {f"table {v.name} TABLE" for v in VIEWS} <= set(lines)
     columns = [line.split()[1] for line in lines if line.startswith("column ")]
-    assert columns == [*view.key_columns, *view.measure_columns]
+    assert columns == list(view.served_columns)
     assert {line.split()[1] for line in lines if line.startswith("row ")} == {str(n) for n in range(7)}
 
 

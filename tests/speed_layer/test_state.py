@@ -24,7 +24,7 @@ from speed_layer.state import PartitionState, settle_all
 from speed_layer.store import LostPartitionError, counted_ids, publish, restore
 from tests.fakes import FakeRecord
 from tests.flows import lively_simulators
-from tests.oracle import first_copies, view_rows
+from tests.oracle import first_copies, served_rows, view_rows
 
 pytestmark = pytest.mark.unit
 
@@ -56,9 +56,7 @@ def take(state: PartitionState, counted: Counted, records: list[FakeRecord]) -> 
 
 
 def rows_of(state: PartitionState) -> dict[str, list[tuple[Any, ...]]]:
-    from tests.oracle import normalised_rows
-
-    return {view.name: normalised_rows(state.open_rows.get(view.name)) for view in VIEWS}
+    return {view.name: served_rows(view, state.open_rows.get(view.name)) for view in VIEWS}
 
 
 def expected(
@@ -145,14 +143,13 @@ def test_partitions_settled_together_equal_each_settled_alone() -> None:
 
 
 def merged_rows(states: list[PartitionState]) -> dict[str, list[tuple[Any, ...]]]:
-    from tests.oracle import normalised_rows
 
     connection = duck.connect()
     merged = {}
     for view in VIEWS:
         parts = [s.open_rows[view.name] for s in states if view.name in s.open_rows]
         connection.register("parts", pa.concat_tables(parts))
-        merged[view.name] = normalised_rows(connection.sql(view.merge_sql("parts")).to_arrow_table())
+        merged[view.name] = served_rows(view, connection.sql(view.merge_sql("parts")).to_arrow_table())
         connection.unregister("parts")
     return merged
 
