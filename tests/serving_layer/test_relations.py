@@ -15,7 +15,7 @@ from lambda_contracts.manifest import CURRENT, Manifest, manifest_path
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
-from lambda_contracts.views import VIEWS_BY_NAME
+from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
 from serving_layer.database_file import publish_database_file
 from serving_layer.query import query
 
@@ -65,6 +65,7 @@ def publish_batch(
         lake_version=3,
         cutoffs=cutoffs,
         segments={VIEW.name: {"2026-11-24": [str(file.relative_to(root))]}},
+        views=list(VIEW_NAMES),  # written by this platform: it holds every declared view
     )
     manifest_path(root, version).parent.mkdir(parents=True, exist_ok=True)
     manifest_path(root, version).write_text(manifest.to_json())
@@ -98,6 +99,7 @@ def publish_speed(
         cutoff=0,
         reconciled=reconciled,
         valid_from=valid_from,
+        views=VIEW_NAMES,
     )
     snapshot_path(settings.speed_views_path, partition, 1).parent.mkdir(parents=True, exist_ok=True)
     snapshot_path(settings.speed_views_path, partition, 1).write_text(snapshot.to_json())
