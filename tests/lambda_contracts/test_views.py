@@ -16,7 +16,7 @@ from lambda_contracts.events import SOURCES
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing import duck
 from lambda_contracts.serde import JsonSerde
-from lambda_contracts.views import VIEWS, VIEWS_BY_NAME, Measure, View, deduplicated_sql
+from lambda_contracts.views import PAGE_USERS_PER_HOUR, VIEWS, VIEWS_BY_NAME, Measure, View, deduplicated_sql
 from sources.run import build_simulators
 from sources.simulators import merged_records
 from tests.fakes import FakeRecord
@@ -60,7 +60,7 @@ def duckdb_rows(events: pa.Table, view: View) -> list[tuple[Any, ...]]:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("view", VIEWS, ids=lambda v: v.name)
+@pytest.mark.parametrize("view", (*VIEWS, PAGE_USERS_PER_HOUR), ids=lambda v: v.name)
 def test_spark_and_duckdb_compute_identical_rows(spark: SparkSession, view: View) -> None:
     events = sample_events()
     spark.createDataFrame(events).createOrReplaceTempView("events")
@@ -114,7 +114,7 @@ def test_declarations_refuse_a_count_with_a_column() -> None:
 def test_distinct_counts_over_merged_halves_equal_count_distinct_over_the_whole() -> None:
     """Users seen in both halves count once: partial rows keep their members, served rows count them."""
     connection, deduplicated = deduplicated_events()
-    view = VIEWS_BY_NAME["page_users_per_hour"]
+    view = PAGE_USERS_PER_HOUR
     first = f"(SELECT * FROM {deduplicated} WHERE kafka_offset < 700) AS first_half"
     second = f"(SELECT * FROM {deduplicated} WHERE kafka_offset >= 700) AS second_half"
     halves = f"({view.aggregate_sql(first)} UNION ALL {view.aggregate_sql(second)}) AS partials"
