@@ -163,6 +163,8 @@ def restore(speed_root: Path, partition: int, cutoff: int) -> PartitionState | N
         segment = unsealed[0]
         state.last_open_folder = segment.folder
         for name in segment.views:
+            if name not in VIEWS_BY_NAME:
+                continue  # a view no longer declared: nothing reads its rows any more
             rows = pq.read_table(root / segment.folder / f"{name}.parquet")
             keep = [*VIEWS_BY_NAME[name].key_columns, *VIEWS_BY_NAME[name].measure_columns]
             state.open_rows[name] = rows.select(keep)

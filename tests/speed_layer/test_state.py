@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,8 +18,8 @@ from lambda_contracts.intake import split
 from lambda_contracts.plumbing import duck
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import JsonSerde
-from lambda_contracts.speed_snapshot import read_snapshot
-from lambda_contracts.views import VIEWS
+from lambda_contracts.speed_snapshot import partition_root, read_snapshot, snapshot_path
+from lambda_contracts.views import FIRST_VIEWS, VIEW_NAMES, VIEWS
 from sources.simulators import merged_records
 from speed_layer.counted import BatchIds, Counted
 from speed_layer.state import PartitionState, settle_all
@@ -122,6 +124,27 @@ def test_publish_and_restore_round_trip(tmp_path: Path) -> None:
     stale = PartitionState(0, open_start=0, next_offset=0, cutoff=0, sequence=1)
     with pytest.raises(LostPartitionError):
         publish(stale, tmp_path, seal=False)
+
+
+def test_a_restore_lists_views_declared_since_and_skips_views_no_longer_declared(tmp_path: Path) -> None:
+    """What view evolution starts from: the restored state says which views it lacks (so its worker
+    rebuilds from the cutoff) and ignores the rows of a view removed from the declarations."""
+    items = valid_records(600)
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0), counter()
+    take(state, counted, items)
+    state.settle(duck.connect())
+    publish(state, tmp_path, seal=False)
+    path = snapshot_path(tmp_path, 0, 1)
+    written = json.loads(path.read_text())
+    del written["views"]  # as written before snapshots listed their views
+    folder = partition_root(tmp_path, 0) / written["segments"][0]["folder"]
+    shutil.copy(folder / f"{VIEWS[0].name}.parquet", folder / "a_removed_view.parquet")
+    written["segments"][0]["views"].append("a_removed_view")
+    path.write_text(json.dumps(written))
+    restored = restore(tmp_path, 0, cutoff=0)
+    assert restored is not None and "a_removed_view" not in restored.open_rows
+    assert restored.missing_views == tuple(name for name in VIEW_NAMES if name not in FIRST_VIEWS)
+    assert restored.missing_views, "a view declared after the first three is missing from such a snapshot"
 
 
 def test_partitions_settled_together_equal_each_settled_alone() -> None:
