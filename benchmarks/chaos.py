@@ -173,21 +173,16 @@ def _aggregate(events: pa.Table, view: View) -> Counter[tuple[str, ...]]:
     aggregations = []
     for i, measure in enumerate(view.measures):
         values = mine.column(measure.column or "event_id")
+        function: str = measure.aggregate  # Arrow's hash aggregates bear the declarations' names
         if measure.when is not None:  # only its event type counts: a 1 or the value there, 0 elsewhere
             chosen = pc.equal(mine.column("event_type"), measure.when)
-            values = pc.if_else(chosen, 1 if measure.aggregate == "count" else values, 0)
-            counted = counted.append_column(f"m{i}", values)
-            aggregations.append((f"m{i}", "sum"))
-        else:
-            counted = counted.append_column(f"m{i}", values)
-            aggregations.append((f"m{i}", _FUNCTIONS[measure.aggregate]))
+            values, function = pc.if_else(chosen, 1 if measure.aggregate == "count" else values, 0), "sum"
+        counted = counted.append_column(f"m{i}", values)
+        aggregations.append((f"m{i}", function))
     keys = ["bucket", *(d.name for d in view.dimensions)]
     grouped = counted.group_by(keys).aggregate(aggregations)
     ordered = grouped.select([*keys, *(f"{column}_{function}" for column, function in aggregations)])
     return text_rows(tuple(row.values()) for row in ordered.to_pylist())
-
-
-_FUNCTIONS = {"count": "count", "sum": "sum", "min": "min", "max": "max", "count_distinct": "count_distinct"}
 
 
 def text_rows(rows: Iterable[Sequence[Any]]) -> Counter[tuple[str, ...]]:

@@ -9,7 +9,7 @@ is, whether its rows are used, and up to which offset the merged views reflect t
 
 from __future__ import annotations
 
-from lambda_contracts.views import BUCKET, VIEWS, View
+from lambda_contracts.views import BUCKET, VIEWS, Dimension, Measure, View
 from serving_layer.snapshot import ServingSnapshot
 
 STATUS = "serving_status"
@@ -19,11 +19,20 @@ def _quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _empty(view: View) -> str:
+SUFFIXES = ("", "_batch", "_speed")
+"""Each view's relations: merged, the batch layer's rows alone, the speed layer's alone."""
+
+
+def _nulls(dimensions: tuple[Dimension, ...], measures: tuple[Measure, ...]) -> str:
+    """Typed NULL columns: bucket, dimensions, measures (the shape of a relation with no rows)."""
     columns = [f"CAST(NULL AS TIMESTAMPTZ) AS {BUCKET}"]
-    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.partial_dimensions]
-    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.partial_measures]
-    return f"SELECT {', '.join(columns)} WHERE false"
+    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in dimensions]
+    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in measures]
+    return ", ".join(columns)
+
+
+def _empty(view: View) -> str:
+    return f"SELECT {_nulls(view.partial_dimensions, view.partial_measures)} WHERE false"
 
 
 def _rows(view: View, files: list[str]) -> str:
@@ -46,17 +55,14 @@ def speed_partials(view: View, snapshot: ServingSnapshot) -> str:
 
 def _not_ready(view: View, reason: str) -> str:
     """A relation that fails, when queried, with the reason: never rows that might be incomplete."""
-    columns = [f"CAST(NULL AS TIMESTAMPTZ) AS {BUCKET}"]
-    columns += [f"CAST(NULL AS VARCHAR) AS {d.name}" for d in view.dimensions]
-    columns += [f"CAST(NULL AS {m.sql_type}) AS {m.name}" for m in view.measures]
     message = _quoted(f"view {view.name} is not ready: {reason}")
-    return f"SELECT {', '.join(columns)} WHERE error({message}) IS NULL"
+    return f"SELECT {_nulls(view.dimensions, view.measures)} WHERE error({message}) IS NULL"
 
 
 def unready(snapshot: ServingSnapshot) -> set[str]:
     """The relations of views this snapshot cannot serve yet (they raise their reason when queried)."""
     names = [view.name for view in VIEWS if snapshot.not_ready(view.name)]
-    return {f"{name}{suffix}" for name in names for suffix in ("", "_batch", "_speed")}
+    return {f"{name}{suffix}" for name in names for suffix in SUFFIXES}
 
 
 def relations(snapshot: ServingSnapshot) -> dict[str, str]:
@@ -65,7 +71,7 @@ def relations(snapshot: ServingSnapshot) -> dict[str, str]:
     for view in VIEWS:
         reason = snapshot.not_ready(view.name)
         if reason is not None:
-            for suffix in ("", "_batch", "_speed"):
+            for suffix in SUFFIXES:
                 out[f"{view.name}{suffix}"] = _not_ready(view, reason)
             continue
         batch = batch_rows(view, snapshot)

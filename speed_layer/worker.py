@@ -355,13 +355,16 @@ class SpeedWorker:
         """Wait for records no longer than until the next publish is due, so publishes keep their cadence."""
         if self.space.waiting:  # the disk is full: retries have their own pace
             return POLL_TIMEOUT_MS
-        due_in = self._last_publish + self.settings.speed_publish_ms / 1000 - time.monotonic()
-        return max(0, min(POLL_TIMEOUT_MS, math.ceil(due_in * 1000)))
+        return max(0, min(POLL_TIMEOUT_MS, math.ceil(self._due_in_s() * 1000)))
+
+    def _due_in_s(self) -> float:
+        """Seconds until the next publish is due (negative: overdue)."""
+        return self._last_publish + self.settings.speed_publish_ms / 1000 - time.monotonic()
 
     def _publish_is_due(self) -> bool:
         if self.space.waiting:
             return self.space.may_try()
-        return time.monotonic() - self._last_publish >= self.settings.speed_publish_ms / 1000
+        return self._due_in_s() <= 0
 
     def _publish(self, force: bool = False) -> None:
         """Publish every changed partition, one worker at a time, first reading what others published."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -54,12 +55,12 @@ def as_written_before_the_new_views(settings: Settings) -> None:
         snapshot_path(settings.speed_views_path, partition, sequence).write_text(json.dumps(snapshot))
 
 
-def run_speed_until(settings: Settings, done: object, what: str) -> None:
+def run_speed_until(settings: Settings, done: Callable[[], bool], what: str) -> None:
     stop = threading.Event()
     worker = threading.Thread(target=SpeedWorker(settings).run, args=(stop,))
     worker.start()
     try:
-        wait_for(done, 90, what)  # type: ignore[arg-type]
+        wait_for(done, 90, what)
     finally:
         stop.set()
         worker.join()
