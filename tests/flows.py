@@ -28,7 +28,7 @@ from lambda_contracts.events import SOURCES
 from lambda_contracts.plumbing.kafka import events_end_offsets, new_consumer
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import NODE_PORT_STEP, Settings
-from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.speed_snapshot import PartitionSnapshot, read_snapshot
 from sources.producer import BatchingProducer
 from sources.run import build_simulators, run_simulation
 from sources.simulators import Simulator
@@ -219,10 +219,23 @@ def sink_everything(settings: Settings, timeout_s: float = 60) -> None:
         sink.join()
 
 
+def speed_snapshots(settings: Settings) -> list[PartitionSnapshot | None]:
+    """Every partition's current speed snapshot (None: not published yet)."""
+    return [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
+
+
 def speed_reflected(settings: Settings) -> int:
     """Records the speed layer's published snapshots reflect, over all partitions."""
-    snapshots = [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
-    return sum(s.next_offset for s in snapshots if s)
+    return sum(s.next_offset for s in speed_snapshots(settings) if s)
+
+
+def wait_until_speed_reconciled(settings: Settings, version: int, timeout_s: float = 60) -> None:
+    """Poll the speed snapshots until every partition's reconciled batch ``version`` (or a later one)."""
+    wait_for(
+        lambda: all(s and s.reconciled >= version for s in speed_snapshots(settings)),
+        timeout_s,
+        f"the speed layer reconciling batch version {version}",
+    )
 
 
 # -- processes and waiting ----------------------------------------------------------------------

@@ -133,17 +133,17 @@ def compare(settings: Settings, read: Callable[[Settings], Reading] = read_pytho
     """Compare every merged view, as ``read`` sees them in one snapshot, with the oracle; returns records
     reflected and whether any partition was between a batch publish and the speed layer's prune."""
     status, merged = read(settings)
+    in_grace = False
+    for row in status:  # read now, before the speed layer's next publish may end the grace period
+        snapshot = read_snapshot(settings.speed_views_path, row["kafka_partition"])
+        if snapshot and row["speed_used"] and any(s.end <= row["batch_cutoff"] for s in snapshot.segments):
+            in_grace = True  # speed rows below the cutoff still published, and correctly left out
     reflected = {row["kafka_partition"]: row["reflected_offset"] for row in status}
     records = [r for r in read_topic(settings, settings.events_topic) if r.offset < reflected[r.partition]]
     accepted, _ = split(records, JsonSerde(), rejected_by="oracle")
     events = first_copies(events_to_arrow(accepted).to_pylist())
     for view in VIEWS:
         assert merged[view.name] == view_rows(events, view), f"{view.name} differs from the recompute"
-    in_grace = False
-    for row in status:
-        snapshot = read_snapshot(settings.speed_views_path, row["kafka_partition"])
-        if snapshot and row["speed_used"] and any(s.end <= row["batch_cutoff"] for s in snapshot.segments):
-            in_grace = True  # speed rows below the cutoff still published, and correctly left out
     return sum(reflected.values()), in_grace
 
 

@@ -22,12 +22,19 @@ from pyspark.sql import SparkSession
 from batch_layer.batch_job import run_batch
 from lambda_contracts.manifest import current_version, manifest_path, read_current
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import CURRENT, PartitionSnapshot, partition_root, read_snapshot, snapshot_path
+from lambda_contracts.speed_snapshot import CURRENT, partition_root, snapshot_path
 from lambda_contracts.views import FIRST_VIEWS, VIEWS
 from serving_layer.live import LiveViews
 from serving_layer.query import query
 from speed_layer.worker import SpeedWorker
-from tests.flows import produce, sink_everything, speed_reflected, wait_for, whole_platform_settings
+from tests.flows import (
+    produce,
+    sink_everything,
+    speed_reflected,
+    speed_snapshots,
+    wait_for,
+    whole_platform_settings,
+)
 from tests.oracle import compare
 
 pytestmark = pytest.mark.integration
@@ -66,10 +73,6 @@ def run_speed_until(settings: Settings, done: Callable[[], bool], what: str) -> 
         worker.join()
 
 
-def snapshots(settings: Settings) -> list[PartitionSnapshot | None]:
-    return [read_snapshot(settings.speed_views_path, p) for p in range(settings.topic_partitions)]
-
-
 def not_ready_reason(settings: Settings, view: str) -> str:
     with pytest.raises(duckdb.Error, match=f"view {view} is not ready") as refused:
         query(settings, f"SELECT * FROM {view}")
@@ -100,7 +103,7 @@ def test_a_new_view_is_backfilled_by_both_layers_and_served_only_once_complete(
 
     run_speed_until(
         settings,
-        lambda: all(s and s.views for s in snapshots(settings)),
+        lambda: all(s and s.views for s in speed_snapshots(settings)),
         "every partition republished with the new views (rebuilt from the cutoff)",
     )
     for name in NEW:
@@ -111,7 +114,7 @@ def test_a_new_view_is_backfilled_by_both_layers_and_served_only_once_complete(
     assert read_current(settings.batch_views_path).views == [view.name for view in VIEWS]
     run_speed_until(
         settings,
-        lambda: all(s and s.reconciled == published.version for s in snapshots(settings)),
+        lambda: all(s and s.reconciled == published.version for s in speed_snapshots(settings)),
         "the speed layer reconciled with the backfilled version",
     )
     compare(settings)  # every view, the new ones too, equals the recompute of what the snapshot reflects
