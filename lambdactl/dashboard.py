@@ -146,7 +146,9 @@ class Sampler:
                 first = next((r for r in records if r.offset >= behind[tp.partition]), None)
                 if first is not None:
                     oldest.setdefault(tp.partition, first.timestamp / 1000)
-        return max((now - t for t in oldest.values()), default=0.0)
+        # Kafka's end offsets are read after `now`, so a record produced in between is younger than the
+        # sample: it has waited no time at all, never a negative one.
+        return max((max(0.0, now - t) for t in oldest.values()), default=0.0)
 
     def _views(self) -> ViewsSample | None:
         started = time.perf_counter()

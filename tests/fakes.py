@@ -14,3 +14,4 @@ class FakeRecord:
     partition: int = 0
     topic: str = "events"
     key: bytes | None = b"k"
+    timestamp: int = 0
