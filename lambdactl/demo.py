@@ -25,6 +25,7 @@ from lambda_contracts.plumbing.kafka import admin_client
 from lambda_contracts.settings import Settings
 from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import start_airflow
+from lambdactl.keep_alive import KeepAlive
 from lambdactl.monitor import MonitorTick, run_monitor
 from lambdactl.probes import probe_batch, probe_lake
 from lambdactl.reaper import Supervision
@@ -52,6 +53,7 @@ def run_demo(
     broker = LocalBroker(settings) if settings.uses_local_broker else None
     started_broker = False
     services: list[Service] = []
+    keep_alive: KeepAlive | None = None
     stop = threading.Event()
     logs = settings.data_dir / "logs"
     env = settings.child_environment()
@@ -71,6 +73,8 @@ def run_demo(
         services.append(Service("speed", _lambdactl("speed"), logs / "speed.log", env).start())
         services.append(Service("serve", _lambdactl("serve"), logs / "serve.log", env).start())
         echo(f"speed worker -> {settings.speed_views_path}; merged views in {settings.serving_database}")
+        keep_alive = KeepAlive(services, echo).start(stop)  # a service that exits is started again
+        echo("a service that exits is started again; `lambdactl restart speed serve` restarts them with new code")
         echo("live dashboard: run `lambdactl dashboard` in another terminal (charts on :8050, /metrics)")
         late = f"{DEFAULTS.late_share:.0%} up to {DEFAULTS.max_lateness.total_seconds() / 3600:g} h late"
         echo(f"simulators: web, app ({late}), sensor at {rate:,.0f} records/s each")
@@ -103,6 +107,8 @@ def run_demo(
     finally:
         stop.set()
         _keep_stopping_on(STOP_SIGNALS, echo)
+        if keep_alive is not None:
+            keep_alive.join()
         for service in services:  # producers first, then the sink (it commits), then Airflow
             code = service.stop()
             echo(f"stopped {service.name} (exit {code})")

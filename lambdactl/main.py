@@ -44,6 +44,7 @@ from lambda_contracts.topics import platform_topics
 from lambdactl.airflow_local import AirflowError
 from lambdactl.dead_letters import read_dead_letters
 from lambdactl.kappa import KappaError
+from lambdactl.keep_alive import RestartError
 from lambdactl.monitor import run_monitor
 from lambdactl.services import LeftoverError
 from sources.knobs import DEFAULTS
@@ -101,6 +102,7 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     LeftoverError,
     KappaError,
     ScalingError,
+    RestartError,
 )
 
 
@@ -767,6 +769,17 @@ def stop() -> None:
     stopped = stop_run(settings.data_dir, echo=typer.echo)
     where = settings.data_dir.resolve()
     typer.echo(f"stopped {len(stopped)} process(es) of {where}" if stopped else f"nothing runs on {where}")
+
+
+@app.command("restart")
+@friendly_errors
+def restart(
+    services: Annotated[list[str], typer.Argument(help="Of the running demo: simulate, lake-sink, speed, serve.")],
+) -> None:
+    """Restart services of the running demo one at a time (new code, a new view); the rest keeps running."""
+    from lambdactl.keep_alive import restart_services
+
+    restart_services(get_settings().data_dir, services, echo=typer.echo)
 
 
 # -- Kappa -------------------------------------------------------------------------------------------

@@ -98,6 +98,8 @@ class RunProcess:
     kind: str
     """``demo`` (a supervisor), ``service`` (a lambdactl service, Airflow) or ``broker`` (a local broker node)."""
     command: str
+    service: str = ""
+    """For a lambdactl service, its command (``speed``, ``serve``, ...); empty otherwise."""
 
 
 def run_processes(data_dir: Path) -> list[RunProcess]:
@@ -130,7 +132,8 @@ def run_processes(data_dir: Path) -> list[RunProcess]:
         if ours and arguments and arguments[0] in ("demo", "bench"):
             found.append(RunProcess(int(proc.name), "demo", cmdline[:100]))
         elif ours or environ.get("AIRFLOW_HOME") == str(target / "airflow"):
-            found.append(RunProcess(int(proc.name), "service", cmdline[:100]))
+            service = arguments[0] if ours and arguments else ""
+            found.append(RunProcess(int(proc.name), "service", cmdline[:100], service))
         elif "kafka.Kafka" in cmdline and brokers in cmdline:
             found.append(RunProcess(int(proc.name), "broker", cmdline[:100]))
     return sorted(found, key=lambda p: p.pid)

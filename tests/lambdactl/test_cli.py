@@ -17,6 +17,7 @@ import pytest
 from lambda_contracts.settings import Settings
 from lambdactl.airflow_api import airflow_api, airflow_url
 from lambdactl.airflow_local import saved_admin_password
+from lambdactl.services import run_processes
 from tests.browser import trigger_recompute
 from tests.flows import (
     EXTERNAL_BROKER_ENV,
@@ -293,3 +294,40 @@ def test_ctrl_c_with_the_output_reader_dead_stops_cleanly(env: dict[str, str], t
     assert not processes_of(env["LAMBDA_DATA_DIR"]), "the services and the broker were stopped"
     assert "Traceback" not in (tmp_path / "demo-errors.log").read_text()
     assert "lake sink stopped: " in sink_log.read_text(), "the sink was stopped cleanly, not killed"
+
+
+def test_a_killed_service_is_started_again_and_restart_rolls_services(env: dict[str, str], tmp_path: Path) -> None:
+    """A crash costs a restart, not the demo; `lambdactl restart` is how new code (a new view) gets in."""
+    data_dir = Path(env["LAMBDA_DATA_DIR"])
+
+    def pids(service: str) -> set[int]:
+        return {p.pid for p in run_processes(data_dir) if p.service == service}
+
+    demo = start_demo(env, subprocess.PIPE, tmp_path / "demo-errors.log")
+    with reaped([demo]):  # type: ignore[list-item]
+        read_until_the_monitor_prints(demo)
+        speed_log = data_dir / "logs" / "speed.log"
+        took = "speed worker took partition 0 "
+        wait_for(lambda: took in speed_log.read_text(), 60, "the first speed worker owning its partitions")
+        (speed,) = pids("speed")
+        os.kill(speed, signal.SIGKILL)
+        wait_for(lambda: len(pids("speed") - {speed}) == 1, 30, "the killed speed worker started again")
+        wait_for(lambda: speed_log.read_text().count(took) >= 2, 60, "the new worker resuming its partitions")
+        before = pids("serve") | pids("lake-sink")
+        restarted = lambdactl(env, "restart", "serve", "lake-sink")
+        assert restarted.returncode == 0, restarted.stderr
+        assert re.search(
+            r"^restarted serve: pid \d+ -> \d+\nrestarted lake-sink: pid \d+ -> \d+$", restarted.stdout, re.M
+        )
+        assert not (pids("serve") | pids("lake-sink")) & before
+        unknown = lambdactl(env, "restart", "broker")
+        assert unknown.returncode == 1 and "the demo's services are simulate, lake-sink, speed, serve" in unknown.stderr
+        demo.send_signal(signal.SIGINT)
+        output, _ = demo.communicate(timeout=180)
+    assert demo.returncode == 0, (tmp_path / "demo-errors.log").read_text()[-3000:]
+    assert re.search(r"^speed exited \(code -9\); started again as pid \d+", output, re.M), output[-3000:]
+    assert "serve exited (code 0); started again" in output and "lake-sink exited (code 0); started again" in output
+    assert "lake sink stopped: " in (data_dir / "logs" / "lake-sink.log").read_text(), "the sink committed and exited"
+    assert not processes_of(env["LAMBDA_DATA_DIR"]), "the restarted services were stopped with the demo"
+    again = lambdactl(env, "restart", "speed")
+    assert again.returncode == 1 and "no demo runs on" in again.stderr
