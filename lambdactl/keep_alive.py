@@ -11,7 +11,6 @@ left down and named with the end of its log (after ``RESTART_LIMIT`` failed exit
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -19,6 +18,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from lambdactl.reaper import signal_if_alive
 from lambdactl.services import RunProcess, Service, run_processes
 
 RESTARTABLE = ("simulate", "lake-sink", "speed", "serve")
@@ -30,7 +30,8 @@ RESTART_TIMEOUT_S = 90.0
 
 
 class KeepAlive:
-    """Watches ``services`` and starts again any that exited, until ``stop`` is set."""
+    """Watches ``services`` (those given now: Airflow, started later, is not among them) and starts again
+    any that exited, until ``stop`` is set."""
 
     def __init__(self, services: Iterable[Service], echo: Callable[[str], None]) -> None:
         self.services = list(services)
@@ -70,9 +71,9 @@ class KeepAlive:
                 + service.tail()
             )
             return
-        service.start()
-        pid = service.process.pid if service.process is not None else None
-        self.echo(f"{service.name} exited (code {code}); started again as pid {pid} (log {service.log})")
+        process = service.start().process
+        assert process is not None
+        self.echo(f"{service.name} exited (code {code}); started again as pid {process.pid} (log {service.log})")
 
 
 class RestartError(RuntimeError):
@@ -100,7 +101,7 @@ def restart_services(
         if not old:
             raise RestartError(f"{name} is not running on {data_dir.resolve()}; `lambdactl status` shows what runs")
         for process in old:
-            os.kill(process.pid, signal.SIGTERM)
+            signal_if_alive(process.pid, signal.SIGTERM)  # it may have exited on its own meanwhile
         new = _wait_for_new(data_dir, name, {p.pid for p in old}, timeout_s)
         echo(f"restarted {name}: pid {', '.join(str(p.pid) for p in old)} -> {', '.join(str(p.pid) for p in new)}")
 

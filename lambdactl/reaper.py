@@ -59,16 +59,17 @@ def stop_processes(find: Callable[[], list[int]], grace_s: float = GRACE_S) -> l
     """SIGTERM what ``find`` returns, wait up to ``grace_s`` while it still finds any, then SIGKILL the rest."""
     pids = find()
     for pid in pids:
-        _signal(pid, signal.SIGTERM)
+        signal_if_alive(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while find() and time.monotonic() < deadline:
         time.sleep(0.2)  # processes finishing their last commit; /proc is the signal
     for pid in find():
-        _signal(pid, signal.SIGKILL)
+        signal_if_alive(pid, signal.SIGKILL)
     return pids
 
 
-def _signal(pid: int, signum: int) -> None:
+def signal_if_alive(pid: int, signum: int) -> None:
+    """Signal ``pid``; one that already exited is what the caller wanted anyway."""
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
 
