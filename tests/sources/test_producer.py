@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
-from sources.knobs import Knobs
+from sources.knobs import Knobs, SimRecord
 from sources.producer import BatchingProducer, DeliveryError, kafka_partition
 from sources.run import run_simulation
 from sources.simulators import WebClickstream
@@ -152,3 +153,29 @@ def test_realtime_run_respects_duration_in_simulated_time() -> None:
     report = run_simulation(simulators(), producer, duration_s=0.3, realtime=True)
     assert 200 <= report.records <= 400, "about 1000 records/s for 0.3 s"
     assert report.seconds >= 0.25
+
+
+class CountingStop(threading.Event):
+    """A stop event that counts the pacing waits (never set)."""
+
+    waits = 0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits += 1
+        return super().wait(timeout)
+
+
+def test_realtime_records_leave_in_ticks_never_before_they_are_due() -> None:
+    client = FakeKafkaProducer()
+    producer = BatchingProducer(Settings(), "events", client=client)
+    stop, started, late = CountingStop(), time.monotonic(), []
+
+    def sent(record: SimRecord) -> None:
+        late.append(time.monotonic() - started - record.due)
+
+    report = run_simulation(
+        simulators(), producer, duration_s=0.5, realtime=True, send_every_s=0.1, stop=stop, on_record=sent
+    )
+    assert report.records >= 400, "about 1000 records/s for 0.5 s"
+    assert min(late) >= 0, "a record left before its due time"
+    assert stop.waits <= 5, f"{stop.waits} waits for {report.records} records: the producer gets them one by one"
