@@ -42,6 +42,10 @@ GROUP_COMMIT_TIMEOUT_MS = 5000
 POLL_TIMEOUT_MS = 200
 MAX_POLL_RECORDS = 20_000
 DECODE_BATCH = 20_000
+FETCH_MIN_BYTES = 1024 * 1024
+FETCH_MAX_WAIT_MS = 500
+"""The lake commits every ``lake_flush_seconds``: a fetch may wait up to half a second for 1 MiB of records,
+so at low rates the broker answers a couple of fetches a second instead of one per producer request."""
 
 
 @dataclass
@@ -62,7 +66,13 @@ class LakeSink:
         self.lake = Lake(settings.lake_path, self.topic)
         self.serde = WIRE  # every format producers may write, on one topic
         self.group = settings.lake_sink_group
-        self.consumer = consumer or new_consumer(settings, self.group, max_poll_records=MAX_POLL_RECORDS)
+        self.consumer = consumer or new_consumer(
+            settings,
+            self.group,
+            max_poll_records=MAX_POLL_RECORDS,
+            fetch_min_bytes=FETCH_MIN_BYTES,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        )
         self.dead_letters = DeadLetterPublisher(settings)
         self.stats = SinkStats()
         self._committed: dict[int, int] = {}  # partition -> next offset the lake holds
