@@ -130,7 +130,7 @@ class SpeedWorker:
                     self._last_publish = time.monotonic()  # the cadence runs from start to start
                     self._submit()
                     self._take_decoded()
-                    self._publish()
+                    self._publish(defer=frozenset(self._waiting))
                     self._publish_waiting()
                 self._housekeeping()
             self._submit()
@@ -328,16 +328,23 @@ class SpeedWorker:
     def _publish_waiting(self) -> None:
         """Rows that waited for this publish are counted and published in further passes of it, so readers
         see them no later than without the wait. A pass can make rows wait on counts it took itself: the
-        next pass publishes those (each wait is on a count taken earlier, so the passes end)."""
-        for _ in range(len(self.states)):
+        next pass publishes those (each wait is on a count taken earlier, so the passes end).
+
+        A partition that still waits is left out of a pass (its rows before the copy go out with the rest
+        in a later pass), so it is written once per publish rather than once per pass; the last pass, or
+        one where no wait was resolved, publishes every changed partition."""
+        passes = len(self.states)
+        for number in range(passes):
             before = {p: rows.num_rows for p, (rows, _) in self._waiting.items()}
             if not before or self.space.waiting:
                 return
             self._take_waiting()
             after = {p: rows.num_rows for p, (rows, _) in self._waiting.items()}
-            self._publish()
-            if after == before:
-                return  # waiting on a partition that could not publish (a rebuild, say): the next cadence
+            stuck = after == before  # waiting on a partition that could not publish (a rebuild, say)
+            last = stuck or number == passes - 1
+            self._publish(defer=frozenset() if last else frozenset(self._waiting))
+            if stuck:
+                return  # the next cadence
 
     def _take_waiting(self) -> None:
         """Claim again the rows that waited for a publish of ours (kept decoded, not read again)."""
@@ -366,8 +373,9 @@ class SpeedWorker:
             return self.space.may_try()
         return self._due_in_s() <= 0
 
-    def _publish(self, force: bool = False) -> None:
-        """Publish every changed partition, one worker at a time, first reading what others published."""
+    def _publish(self, force: bool = False, defer: frozenset[int] = frozenset()) -> None:
+        """Publish every changed partition but those in ``defer``, one worker at a time, first reading what
+        others published."""
         with folder_lock(self.root):
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
@@ -375,10 +383,11 @@ class SpeedWorker:
                     self.copies_elsewhere += state.drop_pending(published_elsewhere.contains)
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
-            settle_all([s for s in self.states.values() if s.next_offset >= s.hold_until], self.connection)
+            publishing = {p for p, s in self.states.items() if s.next_offset >= s.hold_until and p not in defer}
+            settle_all([self.states[p] for p in sorted(publishing)], self.connection)
             for partition, state in list(self.states.items()):
-                if state.next_offset < state.hold_until:
-                    continue  # rebuilding: its previous snapshot stays current until the rebuild reaches it
+                if partition not in publishing:
+                    continue  # deferred, or rebuilding: its previous snapshot stays current until it is back there
                 seal = state.seal_due(self.settings.speed_segment_seconds) or force
                 if not state.changed and not seal:
                     continue
