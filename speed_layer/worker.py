@@ -384,7 +384,7 @@ class SpeedWorker:
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
             publishing = {p for p, s in self.states.items() if s.next_offset >= s.hold_until and p not in defer}
-            settle_all([self.states[p] for p in sorted(publishing)], self.connection)
+            settle_all([s for p, s in self.states.items() if p in publishing], self.connection)
             for partition, state in list(self.states.items()):
                 if partition not in publishing:
                     continue  # deferred, or rebuilding: its previous snapshot stays current until it is back there
