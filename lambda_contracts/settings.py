@@ -139,6 +139,9 @@ class Settings(BaseSettings):
         30.0, gt=0, description="A query running longer is cancelled (SQLSTATE 57014)."
     )
     serving_max_connections: int = Field(32, ge=1, description="Further clients are refused (SQLSTATE 53300).")
+    serving_result_cache_rows: int = Field(
+        100_000, ge=0, description="Rows of deterministic query results kept until the next refresh (0: none kept)."
+    )
 
     # The dashboard (`lambdactl dashboard`, started by the demo): a page, /api/samples and /metrics.
     dashboard_host: str = Field("127.0.0.1", description="Where the dashboard listens (0.0.0.0 in a container).")

@@ -80,6 +80,13 @@ class EndpointMetrics:
         self.logins = Counter(
             "lambda_serving_logins", "Login attempts, by outcome.", ["outcome"], registry=self.registry
         )
+        self.results = Counter(
+            "lambda_serving_result_cache_lookups",
+            "Statements by how the result cache met them: hit, miss, or bypass (not deterministic, in a "
+            "transaction, or the cache off).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(live))
 
     def statement(self, sqlstate: str | None, seconds: float) -> None:

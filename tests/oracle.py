@@ -139,12 +139,17 @@ def compare(settings: Settings, read: Callable[[Settings], Reading] = read_pytho
         if snapshot and row["speed_used"] and any(s.end <= row["batch_cutoff"] for s in snapshot.segments):
             in_grace = True  # speed rows below the cutoff still published, and correctly left out
     reflected = {row["kafka_partition"]: row["reflected_offset"] for row in status}
-    records = [r for r in read_topic(settings, settings.events_topic) if r.offset < reflected[r.partition]]
-    accepted, _ = split(records, JsonSerde(), rejected_by="oracle")
-    events = first_copies(events_to_arrow(accepted).to_pylist())
+    events = reflected_events(settings, reflected)
     for view in VIEWS:
         assert merged[view.name] == view_rows(events, view), f"{view.name} differs from the recompute"
     return sum(reflected.values()), in_grace
+
+
+def reflected_events(settings: Settings, reflected: Mapping[int, int]) -> list[Mapping[str, Any]]:
+    """Each valid event once, of the topic's records below the ``reflected`` offsets per partition."""
+    records = [r for r in read_topic(settings, settings.events_topic) if r.offset < reflected.get(r.partition, 0)]
+    accepted, _ = split(records, JsonSerde(), rejected_by="oracle")
+    return first_copies(events_to_arrow(accepted).to_pylist())
 
 
 def canonical(rows: Iterable[Row]) -> Counter[tuple[str, ...]]:

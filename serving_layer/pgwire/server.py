@@ -18,7 +18,9 @@ from collections.abc import Callable
 from lambda_contracts.settings import Settings
 from serving_layer.live import LiveViews
 from serving_layer.metrics import EndpointMetrics
+from serving_layer.pgwire.catalog import SERVED_SCHEMA
 from serving_layer.pgwire.protocol import ClientGoneError, Wire
+from serving_layer.pgwire.results import ResultCache
 from serving_layer.pgwire.scram import Verifier
 from serving_layer.pgwire.session import Admission, Session
 from serving_layer.pgwire.statements import StatementRunner, Watchdog
@@ -58,6 +60,13 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
         self.tls = tls_context(settings)
         self.watchdog = Watchdog(settings.serving_statement_timeout_seconds)
         self.metrics = metrics or EndpointMetrics(live)
+        self.results = ResultCache(
+            live.database,
+            lambda: live.latest.number if live.latest is not None else None,
+            settings.serving_result_cache_rows,
+            SERVED_SCHEMA,
+            observe=lambda outcome: self.metrics.results.labels(outcome).inc(),
+        )
         self._lock = threading.Lock()
         self._connections = 0
         self._cancels: dict[tuple[int, int], Callable[[], None]] = {}
@@ -116,7 +125,9 @@ class _Handler(socketserver.BaseRequestHandler):
             observe_statement=endpoint.metrics.statement,
             observe_login=lambda ok: endpoint.metrics.logins.labels("ok" if ok else "refused").inc(),
         )
-        session = Session(Wire(sock), lambda: StatementRunner(endpoint.live.session(), endpoint.watchdog), admission)
+        session = Session(
+            Wire(sock), lambda: StatementRunner(endpoint.live.session(), endpoint.watchdog, endpoint.results), admission
+        )
         try:
             session.serve()
         except (ClientGoneError, ConnectionError, ssl.SSLError, OSError) as error:

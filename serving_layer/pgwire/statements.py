@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from serving_layer.pgwire import types
+from serving_layer.pgwire.results import ResultCache
 from serving_layer.pgwire.sql_text import first_words, rewrite
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -127,9 +128,12 @@ class Watchdog:
 class StatementRunner:
     """One client's statements on its own DuckDB connection, with the session's parameters."""
 
-    def __init__(self, connection: duckdb.DuckDBPyConnection, watchdog: Watchdog) -> None:
+    def __init__(
+        self, connection: duckdb.DuckDBPyConnection, watchdog: Watchdog, results: ResultCache | None = None
+    ) -> None:
         self.connection = connection
         self.watchdog = watchdog
+        self.results = results
         self.timeout_s = watchdog.timeout_s
         self.parameters = dict(_SESSION_DEFAULTS)
         self.in_transaction = False
@@ -193,6 +197,14 @@ class StatementRunner:
 
     def _query(self, sql: str, parameters: list[object]) -> Outcome:
         query = rewrite(sql)
+        key = None
+        if self.results is not None and self.in_transaction:
+            self.results.bypass()  # a transaction reads the snapshot of its start, not the cache's
+        elif self.results is not None:
+            key = self.results.key(query, parameters)
+            kept = self.results.get(key) if key is not None else None
+            if kept is not None:  # only a checked SELECT is ever kept
+                return Outcome("SELECT", kept.columns, iter(kept.rows))
         try:
             statements = self.connection.extract_statements(query)
         except duckdb.Error as error:
@@ -215,7 +227,10 @@ class StatementRunner:
             raise self._error(error) from None
         description = self.connection.description or []
         columns = [_column(d[0], str(d[1])) for d in description]
-        return Outcome("SELECT", columns, self._rows(timer))
+        rows = self._rows(timer)
+        if key is not None and self.results is not None:
+            rows = self.results.keep(key, columns, rows)
+        return Outcome("SELECT", columns, rows)
 
     def _rows(self, timer: int) -> Iterator[tuple[object, ...]]:
         try:

@@ -36,7 +36,7 @@ from serving_layer.pgwire import server
 from serving_layer.pgwire.server import PgEndpoint
 from speed_layer.worker import SpeedWorker
 from tests.flows import free_ports, lively_simulators, producing, whole_platform_settings
-from tests.oracle import Reading, compare
+from tests.oracle import Reading, compare, reflected_events, view_rows
 
 pytestmark = pytest.mark.integration
 PASSWORD = "s3cret-for-tests"
@@ -121,6 +121,7 @@ def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Setting
     assert not failures, failures
     assert len(reflected) == 6 and max(reflected) > 0
     assert live.latest is not None and live.latest.number > 1  # refreshed as the layers published
+    _kept_results_are_exact(settings)
 
     _psql_queries_and_describes(settings)
     _psycopg_extended_protocol(settings)
@@ -128,6 +129,37 @@ def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Setting
     _jdbc_browses_and_queries(settings)
     _limits_hold(settings)
     _metrics_count_what_happened(endpoint)
+
+
+def _kept_results_are_exact(settings: Settings) -> None:
+    """Outside a transaction a statement may be answered from the result cache. One statement carries
+    the reflected offsets and, per view, its row count and the sum of each counting measure: every
+    answer, kept or not, must equal a recompute of exactly the events below those offsets."""
+    counted = [
+        (view, index, measure.name)
+        for view in VIEWS
+        for index, measure in enumerate(view.measures, start=1 + len(view.dimensions))
+        if measure.aggregate == "count"
+    ]
+    sql = (
+        "SELECT (SELECT string_agg(kafka_partition || ':' || reflected_offset, ',') FROM serving_status), "
+        + ", ".join(f"(SELECT count(*) FROM {view.name})" for view in VIEWS)
+        + "".join(f", (SELECT coalesce(sum({name}), 0) FROM {view.name})" for view, _, name in counted)
+    )
+    answers: list[tuple[Any, ...]] = []
+    with psycopg.connect(_url(settings), autocommit=True) as connection:
+        for _ in range(20):  # back to back: most are answered from the cache, some after a refresh
+            row = connection.execute(sql).fetchone()
+            assert row is not None
+            answers.append(tuple(row))
+            time.sleep(0.05)
+    for answer in {answer: None for answer in answers}:
+        reflected = {int(p): int(o) for p, o in (pair.split(":") for pair in str(answer[0]).split(","))}
+        events = reflected_events(settings, reflected)
+        expected = {view.name: view_rows(events, view) for view in VIEWS}
+        assert list(answer[1 : 1 + len(VIEWS)]) == [len(expected[view.name]) for view in VIEWS], answer
+        sums = [sum(row[index] for row in expected[view.name]) for view, index, _ in counted]
+        assert list(answer[1 + len(VIEWS) :]) == sums, answer
 
 
 def _metrics_count_what_happened(endpoint: PgEndpoint) -> None:
@@ -147,6 +179,12 @@ def _metrics_count_what_happened(endpoint: PgEndpoint) -> None:
     assert samples[("lambda_serving_logins_total", (("outcome", "refused"),))] >= 1
     assert samples[("lambda_serving_statement_duration_seconds_count", ())] == sum(statements.values())
     assert samples[("lambda_serving_refreshes_total", ())] > 1
+    kept = {
+        labels[0][1]: value
+        for (name, labels), value in samples.items()
+        if name == "lambda_serving_result_cache_lookups_total"
+    }
+    assert kept["hit"] >= 1 and kept["miss"] >= 1 and kept["bypass"] >= 1, kept
     reflected = [value for (name, _), value in samples.items() if name == "lambda_serving_reflected_offset"]
     assert len(reflected) == endpoint.settings.topic_partitions and sum(reflected) > 0
 
