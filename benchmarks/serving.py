@@ -18,12 +18,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event as EventType
 from pathlib import Path
 
 import psycopg
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 
 from benchmarks.freshness import MARKER_QUERY, SAMPLE_QUERY, isolated_settings, measure_freshness, percentile
@@ -47,6 +49,7 @@ class ServingFigures:
     fresh_p50_ms: float
     fresh_p99_ms: float
     achieved_rate: float
+    cache_lookups: dict[str, float]
 
     @property
     def merged_to_premerged(self) -> float:
@@ -92,6 +95,19 @@ def _clients_process(url: str, clients: int, stop: EventType, out: multiprocessi
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def _result_cache_lookups(settings: Settings) -> dict[str, float]:
+    """The serving process's result cache lookups by outcome, from its /metrics."""
+    url = f"http://127.0.0.1:{settings.serving_metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return {
+        sample.labels["outcome"]: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "lambda_serving_result_cache_lookups_total"
+    }
 
 
 def _devices_through_pg(settings: Settings) -> Iterable[str]:
@@ -145,6 +161,7 @@ def run_serving_benchmark(
             latencies = [value for _ in range(clients) for value in out.get(timeout=60)]
             elapsed = time.monotonic() - started
             querying.join(timeout=30)
+            lookups = _result_cache_lookups(bench)
         finally:
             stop.set()
             if querying.is_alive():
@@ -163,6 +180,7 @@ def run_serving_benchmark(
         fresh_p50_ms=fresh["p50"] * 1000,
         fresh_p99_ms=fresh["p99"] * 1000,
         achieved_rate=fresh["achieved"],
+        cache_lookups=lookups,
     )
 
 
@@ -171,6 +189,9 @@ def report(f: ServingFigures) -> list[str]:
         f"through the Postgres endpoint at {f.achieved_rate:,.0f} events/s ingested: {f.queries:,} dashboard queries, "
         f"{f.qps:,.0f}/s, p50 {f.pg_p50_ms:.1f} ms, p99 {f.pg_p99_ms:.1f} ms (target p99 <= 10 ms: "
         f"{'met' if f.pg_p99_ms <= 10 else 'NOT met'})",
+        f"result cache (LAMBDA_SERVING_RESULT_CACHE_ROWS): {f.cache_lookups.get('hit', 0):,.0f} statements answered "
+        f"from it, {f.cache_lookups.get('miss', 0):,.0f} run and kept, {f.cache_lookups.get('bypass', 0):,.0f} "
+        "run without it (the markers' polls included)",
         f"live merged tables p50 {f.merged_p50_ms:.2f} ms vs pre-merged table {f.premerged_p50_ms:.2f} ms "
         f"(target ratio <= 1.5: {'met' if f.merged_to_premerged <= 1.5 else 'NOT met'})",
         f"produce-to-visible through the endpoint p50 {f.fresh_p50_ms:,.0f} ms, p99 {f.fresh_p99_ms:,.0f} ms "
