@@ -190,8 +190,8 @@ def report(f: ServingFigures) -> list[str]:
         f"{f.qps:,.0f}/s, p50 {f.pg_p50_ms:.1f} ms, p99 {f.pg_p99_ms:.1f} ms (target p99 <= 10 ms: "
         f"{'met' if f.pg_p99_ms <= 10 else 'NOT met'})",
         f"result cache (LAMBDA_SERVING_RESULT_CACHE_ROWS): {f.cache_lookups.get('hit', 0):,.0f} statements answered "
-        f"from it, {f.cache_lookups.get('miss', 0):,.0f} run and kept, {f.cache_lookups.get('bypass', 0):,.0f} "
-        "run without it (the markers' polls included)",
+        f"from it, {f.cache_lookups.get('miss', 0):,.0f} ran (kept when read from one refresh), "
+        f"{f.cache_lookups.get('bypass', 0):,.0f} never kept (the markers' polls included)",
         f"live merged tables p50 {f.merged_p50_ms:.2f} ms vs pre-merged table {f.premerged_p50_ms:.2f} ms "
         f"(target ratio <= 1.5: {'met' if f.merged_to_premerged <= 1.5 else 'NOT met'})",
         f"produce-to-visible through the endpoint p50 {f.fresh_p50_ms:,.0f} ms, p99 {f.fresh_p99_ms:,.0f} ms "

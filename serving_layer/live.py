@@ -25,6 +25,7 @@ import duckdb
 
 from lambda_contracts.settings import Settings
 from serving_layer.pgwire import catalog
+from serving_layer.pgwire.results import REFRESH_TABLE
 from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
 from serving_layer.relations import STATUS, relations, unready
 from serving_layer.snapshot import resolve
@@ -60,6 +61,7 @@ class LiveViews:
         self._admin.execute(f"SET allowed_directories = [{allowed}]")
         self._admin.execute("SET enable_external_access = false")
         catalog.install(self._admin)
+        self._admin.execute(f"CREATE TABLE {REFRESH_TABLE} (number BIGINT)")
         self._admin.execute("SET GLOBAL TimeZone = 'UTC'")
         self._served: dict[str, str] = {}
         self._kinds: dict[str, str] = {}
@@ -88,19 +90,20 @@ class LiveViews:
         if content == self._served:
             return False
         changed = {name: sql for name, sql in statements.items() if self._served.get(name) != sql}
-        self._replace(changed, unready(snapshot))  # a relation whose files did not change (batch rows mostly) stays
+        number = self.latest.number + 1 if self.latest else 1
+        self._replace(changed, unready(snapshot), number)  # a relation whose files did not change stays
         self._served = content
         with self._changed:
-            number = self.latest.number + 1 if self.latest else 1
             self.latest = Refresh(
                 number, snapshot.batch.version, snapshot.reflected_offsets(), time.perf_counter() - started
             )
             self._changed.notify_all()
         return True
 
-    def _replace(self, statements: dict[str, str], views: set[str]) -> None:
+    def _replace(self, statements: dict[str, str], views: set[str], number: int) -> None:
         """Replace relations in one transaction: tables of rows, or ``views`` (relations of views not ready,
-        which raise their reason when queried and cannot be materialized)."""
+        which raise their reason when queried and cannot be materialized); the refresh's ``number`` with
+        them, so a reader can tell exactly which refresh it reads."""
         admin = self._admin
         kinds = dict(self._kinds)
         admin.execute("BEGIN")
@@ -115,6 +118,8 @@ class LiveViews:
             columns = catalog.relation_columns(admin)
             if columns != self._columns:
                 catalog.describe_relations(admin, columns)
+            admin.execute(f"DELETE FROM {REFRESH_TABLE}")
+            admin.execute(f"INSERT INTO {REFRESH_TABLE} VALUES ({number})")
             admin.execute("COMMIT")
         except BaseException:
             admin.execute("ROLLBACK")

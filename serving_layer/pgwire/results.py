@@ -5,17 +5,19 @@ the next refresh has the same result. Eight dashboard clients ran the same query
 per refresh; each run cost the serving process a DuckDB execution and Python's lock, which the
 speed layer needed on a 2-core machine.
 
-A result is filed under the refresh that was the newest announced when its query started. A
-refresh commits before it is announced, so that query saw that refresh or a newer one: a hit
-shows one committed refresh, never a mix, and never one older than what running the query at
-that moment could show. Results of older refreshes are dropped as soon as a newer one is seen.
+A result is filed under the refresh it was read from, known exactly: every refresh writes its
+number in its own transaction (``REFRESH_TABLE``), so a transaction's snapshot holds it, and a
+statement outside a transaction read refresh N if N was the newest committed both before it started
+and after. A hit shows one committed refresh, never a mix: outside a transaction the newest refresh
+announced (committed, so running the statement would read it or a newer one), in a transaction the
+refresh of its snapshot, as its other statements see. Results of older refreshes are dropped as soon
+as a newer one is seen.
 
 Only results that cannot depend on anything but the served tables are kept: the statement is a
 SELECT of served relations (and its own CTEs) whose every function is deterministic for DuckDB
 (stability ``CONSISTENT``: no ``random()``, ``now()``, ``current_setting()``, table functions or
-macros) and that does not sample; it runs outside an explicit transaction (a transaction reads
-the snapshot of its start); and it returns at most ``MAX_ROWS_PER_RESULT`` rows, within a bound
-on all rows kept.
+macros) and that does not sample; and it returns at most ``MAX_ROWS_PER_RESULT`` rows, within a
+bound on all rows kept.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from typing import Any
 
 import duckdb
 
+from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
+
 MAX_ROWS_PER_RESULT = 10_000
 KNOWN_STATEMENTS = 4_096  # statements whose cacheability is remembered; forgotten all at once beyond
 
@@ -38,11 +42,28 @@ class KeptResult:
     rows: list[tuple[object, ...]]
 
 
+Statement = tuple[str, tuple[Hashable, ...]]
+"""A statement's text and parameter values."""
 Key = tuple[int, str, tuple[Hashable, ...]]
+"""The refresh a result was read from, and its statement."""
+REFRESH_TABLE = f"{CATALOG_SCHEMA}.serving_refresh"
+"""One row: the number of the refresh the served tables are from, written in the refresh's transaction."""
+
+
+def refresh_of(connection: duckdb.DuckDBPyConnection) -> int | None:
+    """The refresh ``connection`` reads now (in a transaction: the one of its snapshot)."""
+    rows = connection.execute(f"SELECT max(number) FROM {REFRESH_TABLE}").fetchall()
+    return None if not rows or rows[0][0] is None else int(rows[0][0])
 
 
 class ResultCache:
-    """Results per (refresh, statement, parameters); ``max_rows`` bounds the rows kept (0: keep none)."""
+    """Results per (refresh, statement, parameters); ``max_rows`` bounds the rows kept (0: keep none).
+
+    A result is filed under the refresh it was read from, known exactly: in a transaction, the number
+    its snapshot holds; otherwise the number committed before and after the statement started, when
+    both agree. Lookups outside a transaction use the newest refresh announced (it is committed, so
+    running the statement would read it or a newer one); in a transaction, its snapshot's number.
+    """
 
     def __init__(
         self,
@@ -64,37 +85,46 @@ class ResultCache:
         self._kept: dict[Key, KeptResult] = {}
         self._rows = 0
 
-    def key(self, sql: str, parameters: list[object]) -> Key | None:
-        """Where the result of ``sql`` would be filed now, or None if it must not be kept."""
-        number = self._refresh_number()
+    def statement(self, sql: str, parameters: list[object]) -> Statement | None:
+        """The statement as the cache knows it, or None if its result must never be kept."""
         values = tuple(parameters)
-        if self.max_rows <= 0 or number is None or not self.cacheable(sql) or not _hashable(values):
-            self.bypass()
+        if self.max_rows <= 0 or not self.cacheable(sql) or not _hashable(values):
+            self._observe("bypass")
             return None
-        return number, sql, values
+        return sql, values
 
-    def bypass(self) -> None:
-        """A statement whose result is not kept: counted as such."""
-        self._observe("bypass")
+    def announced(self) -> int | None:
+        """The newest refresh announced: committed, so a statement starting now reads it or a newer one."""
+        return self._refresh_number()
 
-    def get(self, key: Key) -> KeptResult | None:
-        with self._lock:
-            self._forget_older_than(key[0])
-            kept = self._kept.get(key)
+    def committed(self) -> int | None:
+        """The newest refresh committed, read from the served database itself."""
+        with self._parsing:
+            return refresh_of(self._parser)
+
+    def get(self, refresh: int | None, statement: Statement) -> KeptResult | None:
+        kept = None
+        if refresh is not None:
+            with self._lock:
+                self._forget_older_than(refresh)
+                kept = self._kept.get((refresh, *statement))
         self._observe("hit" if kept is not None else "miss")
         return kept
 
-    def keep(self, key: Key, columns: list[Any], rows: Iterator[tuple[object, ...]]) -> Iterator[tuple[object, ...]]:
-        """``rows`` passed through; filed under ``key`` once all were read, if there were few enough."""
-        held: list[tuple[object, ...]] | None = []
+    def keep(
+        self, refresh: int | None, statement: Statement, columns: list[Any], rows: Iterator[tuple[object, ...]]
+    ) -> Iterator[tuple[object, ...]]:
+        """``rows`` passed through; filed under the ``refresh`` they were read from (exactly: None files
+        nothing) once all were read, if there were few enough."""
+        held: list[tuple[object, ...]] | None = [] if refresh is not None else None
         for row in rows:
             if held is not None:
                 held.append(row)
                 if len(held) > min(MAX_ROWS_PER_RESULT, self.max_rows):
                     held = None  # too many to keep: stream the rest
             yield row
-        if held is not None:
-            self._file(key, KeptResult(columns, held))
+        if held is not None and refresh is not None:
+            self._file((refresh, *statement), KeptResult(columns, held))
 
     def cacheable(self, sql: str) -> bool:
         known = self._cacheable.get(sql)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from serving_layer.pgwire import types
-from serving_layer.pgwire.results import ResultCache
+from serving_layer.pgwire.results import ResultCache, refresh_of
 from serving_layer.pgwire.sql_text import first_words, rewrite
 
 ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
@@ -138,6 +138,8 @@ class StatementRunner:
         self.parameters = dict(_SESSION_DEFAULTS)
         self.in_transaction = False
         self.failed_transaction = False
+        self._snapshot_refresh: int | None = None
+        """The refresh the open transaction reads, once a statement needed it."""
 
     def interrupt(self) -> None:
         self.connection.interrupt()
@@ -159,6 +161,7 @@ class StatementRunner:
             if not self.in_transaction:
                 self.connection.execute("BEGIN TRANSACTION")  # one snapshot for the whole block
                 self.in_transaction = True
+                self._snapshot_refresh = None
             return Outcome("BEGIN")
         if verb in {"SAVEPOINT", "RELEASE"} or words[:2] == ["ROLLBACK", "TO"]:
             self.failed_transaction = False  # nothing was written: the block goes on with its snapshot
@@ -197,27 +200,27 @@ class StatementRunner:
 
     def _query(self, sql: str, parameters: list[object]) -> Outcome:
         query = rewrite(sql)
-        key = None
-        if self.results is not None and self.in_transaction:
-            self.results.bypass()  # a transaction reads the snapshot of its start, not the cache's
-        elif self.results is not None:
-            key = self.results.key(query, parameters)
-            kept = self.results.get(key) if key is not None else None
+        statement = self.results.statement(query, parameters) if self.results is not None else None
+        if self.results is not None and statement is not None:
+            kept = self.results.get(
+                self._transaction_refresh() if self.in_transaction else self.results.announced(), statement
+            )
             if kept is not None:  # only a checked SELECT is ever kept
                 return Outcome("SELECT", kept.columns, iter(kept.rows))
         try:
             statements = self.connection.extract_statements(query)
         except duckdb.Error as error:
             raise StatementError(sqlstate(error), str(error)) from None
-        for statement in statements:
-            if statement.type not in ALLOWED:
+        for parsed in statements:
+            if parsed.type not in ALLOWED:
                 raise StatementError(
                     "25006",
-                    f"the serving endpoint is read-only: refused a {statement.type.name} statement",
+                    f"the serving endpoint is read-only: refused a {parsed.type.name} statement",
                     "only SELECT (and EXPLAIN) queries over the served views are accepted",
                 )
         if len(statements) != 1:
             raise StatementError("42601", "cannot insert multiple commands into a prepared statement")
+        before = self.results.committed() if self.results is not None and statement is not None else None
         timer = self.watchdog.start(self.connection)
         try:
             self.connection.execute(query, parameters)
@@ -228,9 +231,19 @@ class StatementRunner:
         description = self.connection.description or []
         columns = [_column(d[0], str(d[1])) for d in description]
         rows = self._rows(timer)
-        if key is not None and self.results is not None:
-            rows = self.results.keep(key, columns, rows)
+        if self.results is not None and statement is not None:
+            if self.in_transaction:
+                read_from = self._transaction_refresh()
+            else:  # the statement's snapshot was taken between the two reads: if they agree, it is theirs
+                read_from = before if before == self.results.committed() else None
+            rows = self.results.keep(read_from, statement, columns, rows)
         return Outcome("SELECT", columns, rows)
+
+    def _transaction_refresh(self) -> int | None:
+        """The refresh this transaction's snapshot holds (read once per transaction)."""
+        if self._snapshot_refresh is None:
+            self._snapshot_refresh = refresh_of(self.connection)
+        return self._snapshot_refresh
 
     def _rows(self, timer: int) -> Iterator[tuple[object, ...]]:
         try:

@@ -1,7 +1,7 @@
 """The endpoint's result cache on a real DuckDB: what it keeps, for how long, and what it never keeps.
 
-The served table is changed behind the cache's back (without a new refresh number) to tell a kept
-result from a fresh run: in the serving process tables change only in a refresh, which bumps it.
+The served table is changed behind the cache's back (without a new refresh) to tell a kept result
+from a fresh run: in the serving process tables change only in a refresh, which writes its number.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import duckdb
 import pytest
 
 from serving_layer.pgwire import catalog
-from serving_layer.pgwire.results import ResultCache
+from serving_layer.pgwire.results import REFRESH_TABLE, ResultCache
 from serving_layer.pgwire.statements import StatementError, StatementRunner, Watchdog
 
 pytestmark = pytest.mark.unit
@@ -27,8 +27,10 @@ class Served:
         self.database = duckdb.connect()
         catalog.install(self.database.cursor())
         self.database.execute(f"CREATE TABLE {catalog.SERVED_SCHEMA}.pages (page VARCHAR, views BIGINT)")
+        self.database.execute(f"CREATE TABLE {REFRESH_TABLE} (number BIGINT)")
         self.set_views(1)
-        self.refresh = 1
+        self.refresh = 0
+        self.next_refresh()
         self.outcomes: Counter[str] = Counter()
         self.cache = ResultCache(
             self.database,
@@ -41,6 +43,16 @@ class Served:
     def set_views(self, views: int) -> None:
         self.database.execute(f"DELETE FROM {catalog.SERVED_SCHEMA}.pages")
         self.database.execute(f"INSERT INTO {catalog.SERVED_SCHEMA}.pages VALUES ('/a', {views}), ('/b', 2)")
+
+    def next_refresh(self, views: int | None = None) -> None:
+        """A refresh, as the serving process commits one: new rows and its number in one transaction."""
+        self.database.execute("BEGIN")
+        if views is not None:
+            self.set_views(views)
+        self.refresh += 1
+        self.database.execute(f"DELETE FROM {REFRESH_TABLE}")
+        self.database.execute(f"INSERT INTO {REFRESH_TABLE} VALUES ({self.refresh})")
+        self.database.execute("COMMIT")
 
     def runner(self) -> StatementRunner:
         connection = self.database.cursor()
@@ -65,7 +77,7 @@ def test_a_deterministic_result_is_kept_until_the_next_refresh(served: Served) -
     served.set_views(7)
     assert rows(second, TOP) == [("/b", 2), ("/a", 1)]  # kept: another client, the same refresh
     assert served.outcomes == {"miss": 1, "hit": 1}
-    served.refresh += 1
+    served.next_refresh()
     assert rows(second, TOP) == [("/a", 7), ("/b", 2)]  # a new refresh: run again
     assert rows(first, "SELECT count(*) FROM pages WHERE views >= $1", [5]) == [(1,)]
     assert rows(first, "SELECT count(*) FROM pages WHERE views >= $1", [1]) == [(2,)]  # parameters are in the key
@@ -94,14 +106,32 @@ def test_what_may_change_without_a_refresh_is_never_kept(served: Served, sql: st
     assert served.outcomes == {"bypass": 2}
 
 
-def test_a_transaction_reads_its_own_snapshot_not_the_cache(served: Served) -> None:
+def test_a_transaction_is_answered_from_the_refresh_of_its_snapshot(served: Served) -> None:
+    early, late, reader = served.runner(), served.runner(), served.runner()
+    early.run("BEGIN")
+    assert rows(early, TOP) == [("/b", 2), ("/a", 1)]  # its snapshot: refresh 1
+    served.next_refresh(views=5)
+    assert rows(reader, TOP) == [("/a", 5), ("/b", 2)]  # refresh 2, kept
+    late.run("BEGIN")
+    assert rows(late, TOP) == [("/a", 5), ("/b", 2)]  # a transaction of refresh 2: from the cache
+    assert rows(early, TOP) == [("/b", 2), ("/a", 1)]  # still refresh 1, as its snapshot reads
+    for runner in (early, late):
+        runner.run("COMMIT")
+    assert served.outcomes == {"miss": 3, "hit": 1}
+
+
+def test_a_result_read_across_a_refresh_is_not_kept(served: Served) -> None:
+    """A statement outside a transaction files its result only if the refresh committed before it started
+    is still the newest after: otherwise it cannot tell which of the two it read."""
     runner = served.runner()
-    rows(runner, TOP)  # kept
-    served.set_views(5)
-    runner.run("BEGIN")
-    assert rows(runner, TOP) == [("/a", 5), ("/b", 2)]
-    runner.run("COMMIT")
-    assert served.outcomes == {"miss": 1, "bypass": 1}
+    committed = served.cache.committed
+    answers = iter([1, 2])  # a refresh committed while the statement started
+    served.cache.committed = lambda: next(answers)  # type: ignore[method-assign]
+    assert rows(runner, TOP) == [("/b", 2), ("/a", 1)]
+    served.cache.committed = committed  # type: ignore[method-assign]
+    served.set_views(6)
+    assert rows(runner, TOP) == [("/a", 6), ("/b", 2)]  # nothing was kept: it runs again
+    assert served.outcomes == {"miss": 2}
 
 
 def test_large_failed_or_unfinished_results_are_not_kept() -> None:
@@ -128,8 +158,8 @@ def test_older_refreshes_are_forgotten_and_the_row_bound_holds() -> None:
     served.set_views(3)
     assert rows(runner, "SELECT views FROM pages ORDER BY views") == [(1,), (2,)]  # kept
     assert rows(runner, TOP) == [("/a", 3), ("/b", 2)]  # evicted: run again
-    old = served.cache.key(TOP, [])
-    served.refresh += 1
-    served.set_views(8)
+    statement = served.cache.statement(TOP, [])
+    assert statement is not None and served.cache.get(1, statement) is not None
+    served.next_refresh(views=8)
     assert rows(runner, TOP) == [("/a", 8), ("/b", 2)]
-    assert old is not None and served.cache.get(old) is None  # results of older refreshes are gone
+    assert served.cache.get(1, statement) is None  # results of older refreshes are gone
