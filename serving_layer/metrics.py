@@ -82,8 +82,8 @@ class EndpointMetrics:
         )
         self.results = Counter(
             "lambda_serving_result_cache_lookups",
-            "Statements by how the result cache met them: hit, miss, or bypass (not deterministic, in a "
-            "transaction, or the cache off).",
+            "Statements by how the result cache met them: hit, miss, or bypass (a result that may not be "
+            "kept: not deterministic, not of served relations, or the cache off).",
             ["outcome"],
             registry=self.registry,
         )

@@ -57,13 +57,8 @@ def refresh_of(connection: duckdb.DuckDBPyConnection) -> int | None:
 
 
 class ResultCache:
-    """Results per (refresh, statement, parameters); ``max_rows`` bounds the rows kept (0: keep none).
-
-    A result is filed under the refresh it was read from, known exactly: in a transaction, the number
-    its snapshot holds; otherwise the number committed before and after the statement started, when
-    both agree. Lookups outside a transaction use the newest refresh announced (it is committed, so
-    running the statement would read it or a newer one); in a transaction, its snapshot's number.
-    """
+    """Results per (refresh, statement, parameters), filed and looked up as the module says; ``max_rows``
+    bounds the rows kept (0: keep none)."""
 
     def __init__(
         self,
@@ -116,14 +111,17 @@ class ResultCache:
     ) -> Iterator[tuple[object, ...]]:
         """``rows`` passed through; filed under the ``refresh`` they were read from (exactly: None files
         nothing) once all were read, if there were few enough."""
-        held: list[tuple[object, ...]] | None = [] if refresh is not None else None
+        if refresh is None:
+            yield from rows
+            return
+        held: list[tuple[object, ...]] | None = []
         for row in rows:
             if held is not None:
                 held.append(row)
                 if len(held) > min(MAX_ROWS_PER_RESULT, self.max_rows):
                     held = None  # too many to keep: stream the rest
             yield row
-        if held is not None and refresh is not None:
+        if held is not None:
             self._file((refresh, *statement), KeptResult(columns, held))
 
     def cacheable(self, sql: str) -> bool:

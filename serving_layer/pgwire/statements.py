@@ -200,11 +200,12 @@ class StatementRunner:
 
     def _query(self, sql: str, parameters: list[object]) -> Outcome:
         query = rewrite(sql)
-        statement = self.results.statement(query, parameters) if self.results is not None else None
-        if self.results is not None and statement is not None:
-            kept = self.results.get(
-                self._transaction_refresh() if self.in_transaction else self.results.announced(), statement
-            )
+        cache = self.results
+        statement = cache.statement(query, parameters) if cache is not None else None
+        if statement is None:
+            cache = None  # its result is never kept: the statement runs as without a cache
+        if cache is not None and statement is not None:
+            kept = cache.get(self._transaction_refresh() if self.in_transaction else cache.announced(), statement)
             if kept is not None:  # only a checked SELECT is ever kept
                 return Outcome("SELECT", kept.columns, iter(kept.rows))
         try:
@@ -220,7 +221,7 @@ class StatementRunner:
                 )
         if len(statements) != 1:
             raise StatementError("42601", "cannot insert multiple commands into a prepared statement")
-        before = self.results.committed() if self.results is not None and statement is not None else None
+        before = cache.committed() if cache is not None else None
         timer = self.watchdog.start(self.connection)
         try:
             self.connection.execute(query, parameters)
@@ -231,12 +232,12 @@ class StatementRunner:
         description = self.connection.description or []
         columns = [_column(d[0], str(d[1])) for d in description]
         rows = self._rows(timer)
-        if self.results is not None and statement is not None:
+        if cache is not None and statement is not None:
             if self.in_transaction:
                 read_from = self._transaction_refresh()
             else:  # the statement's snapshot was taken between the two reads: if they agree, it is theirs
-                read_from = before if before == self.results.committed() else None
-            rows = self.results.keep(read_from, statement, columns, rows)
+                read_from = before if before == cache.committed() else None
+            rows = cache.keep(read_from, statement, columns, rows)
         return Outcome("SELECT", columns, rows)
 
     def _transaction_refresh(self) -> int | None:
