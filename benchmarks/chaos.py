@@ -190,11 +190,15 @@ def text_rows(rows: Iterable[Sequence[Any]]) -> Counter[tuple[str, ...]]:
     return Counter(tuple(canonical_text(v) for v in row) for row in rows)
 
 
-def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[tuple[str, ...]]]]:
-    """One resolved serving snapshot: the offsets it reflects and every merged view's rows."""
+def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[tuple[str, ...]]], str]:
+    """One resolved serving snapshot: the offsets it reflects, every merged view's rows, and its status
+    (per partition: batch version, cutoff, speed's next offset, whether speed rows are used) for notes."""
     connection = serving_connection(settings)
     try:
-        status = connection.sql("SELECT kafka_partition, reflected_offset FROM serving_status").fetchall()
+        status = connection.sql(
+            "SELECT kafka_partition, reflected_offset, batch_version, batch_cutoff, speed_next_offset, speed_used "
+            "FROM serving_status ORDER BY kafka_partition"
+        ).fetchall()
         views = {}
         for view in VIEWS:
             columns = ", ".join(view.served_columns)
@@ -202,7 +206,8 @@ def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[t
             views[view.name] = text_rows(rows)
     finally:
         connection.close()
-    return {int(p): int(o) for p, o in status}, views
+    described = "; ".join(f"p{p}: v{v} cutoff {c} speed {n} {'used' if u else 'unused'}" for p, _, v, c, n, u in status)
+    return {int(row[0]): int(row[1]) for row in status}, views, described
 
 
 # -- the platform under test --------------------------------------------------------------------------
@@ -456,7 +461,7 @@ def _sample_every_second(settings: Settings, oracle: OracleViews, figures: Chaos
 def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> None:
     began = time.monotonic()
     try:
-        reflected, views = merged_rows(settings)
+        reflected, views, described = merged_rows(settings)
     except Exception as error:  # a read that fails is a finding too
         figures.mismatched += 1
         figures.mismatch_notes.append(f"read failed: {error!r}")
@@ -480,7 +485,7 @@ def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> N
         figures.mismatch_notes.append(
             f"views {wrong} differ at reflected offsets {reflected}; {name}: {sum(missing.values())} rows "
             f"missing (e.g. {next(iter(missing), None)}), {sum(extra.values())} unexpected "
-            f"(e.g. {next(iter(extra), None)})"
+            f"(e.g. {next(iter(extra), None)}); status {described}"
         )
 
 
@@ -491,7 +496,7 @@ def _settle(
     end = events_end_offsets(settings)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        reflected, _ = merged_rows(settings)
+        reflected, _, _ = merged_rows(settings)
         if reflected == end:
             break
         time.sleep(0.5)  # the speed layer catching up: polled through the serving layer's own status

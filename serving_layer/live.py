@@ -28,7 +28,7 @@ from serving_layer.pgwire import catalog
 from serving_layer.pgwire.results import REFRESH_TABLE
 from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
 from serving_layer.relations import STATUS, relations, unready
-from serving_layer.snapshot import resolve
+from serving_layer.snapshot import ServingSnapshot, resolve
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ class LiveViews:
         self._columns: list[tuple[str, list[tuple[str, str]]]] = []
         self.latest: Refresh | None = None
         self._changed = threading.Condition()
+        self._stranded: tuple[int, ...] = ()
 
     def lock(self) -> None:
         """No configuration changes from now on (call once the first refresh is in)."""
@@ -85,6 +86,7 @@ class LiveViews:
         """Serve the newest snapshot if a layer published since the last refresh; True if it did."""
         started = time.perf_counter()
         snapshot = resolve(self.settings)
+        self._tell_stranded(snapshot)
         statements = relations(snapshot)
         content = {name: sql for name, sql in statements.items() if name != STATUS}
         if content == self._served:
@@ -99,6 +101,23 @@ class LiveViews:
             )
             self._changed.notify_all()
         return True
+
+    def _tell_stranded(self, snapshot: ServingSnapshot) -> None:
+        """Log when the merged views fall back to the batch alone because of stranded speed rows, and when
+        they are fresh again: an operator sees why freshness dropped for a while."""
+        if snapshot.stranded == self._stranded:
+            return
+        if snapshot.stranded:
+            log.warning(
+                "speed rows of partition(s) %s cannot be merged with batch version %d yet (a rebuild for a newer "
+                "version, or a worker not reconciled): every partition is served from the batch alone until they "
+                "can be, so events counted there are not missing elsewhere",
+                list(snapshot.stranded),
+                snapshot.batch.version,
+            )
+        else:
+            log.info("speed rows are merged again (batch version %d)", snapshot.batch.version)
+        self._stranded = snapshot.stranded
 
     def _replace(self, statements: dict[str, str], views: set[str], number: int) -> None:
         """Replace relations in one transaction: tables of rows, or ``views`` (relations of views not ready,

@@ -5,17 +5,22 @@ files): the current one, or the previous one for the moment it takes the live sp
 reconcile with a new version (under a second), so the merged views stay fresh across a batch
 publish. Speed rows of partition ``p`` are used only if its snapshot may be merged with that version
 (``usable_with``: each event once across partitions and layers) and its segments form one
-contiguous run from ``C[p]``; otherwise ``p`` is served from the batch alone, which is less fresh
-but still exact. Every file named here is immutable, so a query over a resolved snapshot never
-mixes two versions. The partitions' snapshots are read under the speed layer's switch lock (shared),
-so no partition's snapshot becomes current while they are read: a copy dropped on one partition in
-favour of a count published on another is never read without that count.
+contiguous run from ``C[p]``. A partition that fails this is served from the batch alone, which is
+less fresh but exact for its own events; but if it published events from ``C[p]`` on, other
+partitions may have dropped copies of them in favour of its counts, so then every partition is
+served from the batch alone until it can be used again (a rebuild for a new batch version that
+another worker has not reconciled yet; a worker killed meanwhile). Every file named here is
+immutable, so a query over a resolved snapshot never mixes two versions. The partitions' snapshots
+are read under the speed layer's switch lock (shared), so no partition's snapshot becomes current
+while they are read: a copy dropped on one partition in favour of a count published on another is
+never read without that count.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 
 from lambda_contracts.manifest import Manifest, current_version, read_manifest
@@ -37,17 +42,36 @@ class ServingSnapshot:
         return self.batch.cutoffs.get(partition, 0)
 
     def speed_used(self, partition: int) -> bool:
-        snapshot = self.speed.get(partition)
-        if snapshot is None or not snapshot.usable_with(self.batch.version):
-            return False
-        return snapshot.covers_from(self.cutoff(partition))
+        return partition in self.speed_partitions
+
+    @cached_property
+    def speed_partitions(self) -> frozenset[int]:
+        """The partitions whose speed rows the merged views use: every one that may be used, unless one
+        that may not has published events from its cutoff on (``stranded``): none then."""
+        usable = {p for p, s in self.speed.items() if s is not None and self._usable(s)}
+        return frozenset() if self.stranded else frozenset(usable)
+
+    @cached_property
+    def stranded(self) -> tuple[int, ...]:
+        """Partitions whose speed rows cannot be used with this version although they count events from the
+        cutoff on: a copy of one of those events on another partition was dropped in favour of that count,
+        so the other partitions' speed rows lack it; served without them, it would be missing."""
+        return tuple(
+            p
+            for p, s in sorted(self.speed.items())
+            if s is not None and not self._usable(s) and s.next_offset > self.cutoff(p)
+        )
+
+    def _usable(self, snapshot: PartitionSnapshot) -> bool:
+        return snapshot.usable_with(self.batch.version) and snapshot.covers_from(self.cutoff(snapshot.partition))
 
     def reflected_offsets(self) -> dict[int, int]:
         """Per partition, the offset below which every valid event is in the merged views."""
         reflected = {}
         for partition, snapshot in self.speed.items():
             cutoff = self.cutoff(partition)
-            reflected[partition] = snapshot.next_offset if snapshot and self.speed_used(partition) else cutoff
+            used = snapshot is not None and self.speed_used(partition)
+            reflected[partition] = max(cutoff, snapshot.next_offset) if snapshot is not None and used else cutoff
         return reflected
 
     def not_ready(self, view: str) -> str | None:

@@ -141,17 +141,27 @@ def test_batch_below_the_cutoff_and_speed_from_it_merge_by_each_measures_rule(tm
 
 
 def test_a_partition_whose_speed_state_does_not_start_at_the_cutoff_is_served_from_the_batch(tmp_path: Path) -> None:
+    """Its events from the cutoff on are counted in its speed rows alone: partition 1 may have dropped copies
+    of them, so partition 1 is served from the batch too, or those events would be missing."""
     settings = Settings(data_dir=tmp_path, topic_partitions=2)
     publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")])
     publish_speed(settings, 0, 130, {(110, 130): [("p1", 2, 2, "20.00", "15.00")]})  # a gap: 100..110 missing
     publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
 
-    assert merged(settings) == {
-        "p1": (3, 4, Decimal("30.00"), Decimal("12.00")),
-        "p2": (1, 3, Decimal("9.00"), Decimal("9.00")),
-    }
+    assert merged(settings) == {"p1": (3, 4, Decimal("30.00"), Decimal("12.00"))}
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (False, 50)]
+
+
+def test_a_partition_that_counted_nothing_from_the_cutoff_does_not_hold_the_others_back(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")])
+    publish_speed(settings, 0, 100, {(90, 100): [("p1", 2, 2, "20.00", "15.00")]}, reconciled=2, valid_from=2)
+    publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
+
     status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
     assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (True, 60)]
+    assert merged(settings)["p2"] == (1, 3, Decimal("9.00"), Decimal("9.00"))
 
 
 def test_readers_stay_on_the_version_live_speed_workers_reconciled_and_each_event_counts_once(tmp_path: Path) -> None:
@@ -172,7 +182,17 @@ def test_readers_stay_on_the_version_live_speed_workers_reconciled_and_each_even
         "p4": (1, 1, Decimal("1.00"), Decimal("1.00")),
     }
 
-    # partition 1's worker reconciled version 2 by rebuilding from its cutoff: its rows are only for version 2
+    # partition 1's worker rebuilt from version 2's cutoff and published before partition 0's worker reconciled
+    # version 2: partition 1's rows are for version 2 only, and partition 0 may have dropped copies of events
+    # they count, so version 1 is served from the batch alone until partition 0 reconciles
+    publish_speed(settings, 1, 70, {(60, 70): [("p4", 1, 1, "1.00", "1.00")]}, reconciled=2, valid_from=2)
+    status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
+    assert [(s["batch_version"], s["speed_used"], s["reflected_offset"]) for s in status] == [
+        (1, False, 100),
+        (1, False, 50),
+    ]
+    assert merged(settings) == {"p1": (3, 4, Decimal("30.00"), Decimal("12.00"))}
+
     publish_speed(settings, 0, 130, {(120, 130): [("p3", 1, 2, "8.00", "8.00")]}, reconciled=2)
     publish_speed(settings, 1, 70, {(60, 70): [("p4", 1, 1, "1.00", "1.00")]}, reconciled=2, valid_from=2)
     status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
