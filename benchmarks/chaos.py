@@ -68,6 +68,8 @@ class ChaosFigures:
     reflected: int = 0
     batch_versions: int = 0
     batch_failures: int = 0
+    batch_only_samples: int = 0
+    """Samples where no partition's speed rows were used (a stranded partition, or none published yet)."""
     mismatch_notes: list[str] = field(default_factory=list)
     sample_seconds: list[tuple[float, float]] = field(default_factory=list)
     """Per sample: reading the merged views (and the oracle catching up), recomputing them."""
@@ -190,7 +192,17 @@ def text_rows(rows: Iterable[Sequence[Any]]) -> Counter[tuple[str, ...]]:
     return Counter(tuple(canonical_text(v) for v in row) for row in rows)
 
 
-def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[tuple[str, ...]]], str]:
+@dataclass(frozen=True)
+class MergedReading:
+    reflected: dict[int, int]
+    views: dict[str, Counter[tuple[str, ...]]]
+    speed_used: bool
+    """Whether any partition's speed rows were merged."""
+    described: str
+    """Per partition: batch version, cutoff, the speed layer's next offset, whether its rows are used."""
+
+
+def merged_rows(settings: Settings) -> MergedReading:
     """One resolved serving snapshot: the offsets it reflects, every merged view's rows, and its status
     (per partition: batch version, cutoff, speed's next offset, whether speed rows are used) for notes."""
     connection = serving_connection(settings)
@@ -207,7 +219,8 @@ def merged_rows(settings: Settings) -> tuple[dict[int, int], dict[str, Counter[t
     finally:
         connection.close()
     described = "; ".join(f"p{p}: v{v} cutoff {c} speed {n} {'used' if u else 'unused'}" for p, _, v, c, n, u in status)
-    return {int(row[0]): int(row[1]) for row in status}, views, described
+    reflected = {int(row[0]): int(row[1]) for row in status}
+    return MergedReading(reflected, views, any(row[5] for row in status), described)
 
 
 # -- the platform under test --------------------------------------------------------------------------
@@ -461,11 +474,12 @@ def _sample_every_second(settings: Settings, oracle: OracleViews, figures: Chaos
 def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> None:
     began = time.monotonic()
     try:
-        reflected, views, described = merged_rows(settings)
+        reading = merged_rows(settings)
     except Exception as error:  # a read that fails is a finding too
         figures.mismatched += 1
         figures.mismatch_notes.append(f"read failed: {error!r}")
         return
+    reflected, views = reading.reflected, reading.views
     deadline = time.monotonic() + 10
     while not oracle.covers(reflected) and time.monotonic() < deadline:
         time.sleep(0.05)  # the oracle's consumer catching up to the offsets the snapshot reflects
@@ -473,6 +487,7 @@ def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> N
         return
     read = time.monotonic()
     figures.samples += 1
+    figures.batch_only_samples += not reading.speed_used
     figures.reflected = sum(reflected.values())
     figures.max_freshness_s = max(figures.max_freshness_s, oracle.oldest_unreflected_age(reflected, time.time()))
     expected = oracle.rows(reflected)
@@ -485,7 +500,7 @@ def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> N
         figures.mismatch_notes.append(
             f"views {wrong} differ at reflected offsets {reflected}; {name}: {sum(missing.values())} rows "
             f"missing (e.g. {next(iter(missing), None)}), {sum(extra.values())} unexpected "
-            f"(e.g. {next(iter(extra), None)}); status {described}"
+            f"(e.g. {next(iter(extra), None)}); status {reading.described}"
         )
 
 
@@ -496,8 +511,7 @@ def _settle(
     end = events_end_offsets(settings)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        reflected, _, _ = merged_rows(settings)
-        if reflected == end:
+        if merged_rows(settings).reflected == end:
             break
         time.sleep(0.5)  # the speed layer catching up: polled through the serving layer's own status
     show(f"caught up: the merged views reflect {sum(end.values()):,} records")
@@ -552,6 +566,9 @@ def report(figures: ChaosFigures) -> list[str]:
             f"a sample took {statistics.median(reads) * 1000:.0f} ms to read the merged views (median) and "
             f"{statistics.median(recomputes) * 1000:.0f} ms to recompute them"
         )
+    lines.append(
+        f"samples served from the batch alone (no partition's speed rows merged): {figures.batch_only_samples}"
+    )
     lines += [f"  mismatch: {note}" for note in figures.mismatch_notes[:10]]
     lines.append(figures.last_line())
     return lines
