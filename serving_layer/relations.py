@@ -4,7 +4,8 @@ For each declared view ``v``: ``v`` (merged: batch rows below the cutoff plus sp
 it, re-aggregated with the measures' merge rules; distinct counts count the union of their
 members), ``v_batch`` and ``v_speed`` (each layer's rows alone, in the served shape) for inspection.
 ``serving_status`` shows, per partition, the batch version and cutoff, how far the speed layer
-is, whether its rows are used, and up to which offset the merged views reflect the events.
+is, whether its rows are used (and if not, why), and up to which offset the merged views reflect the
+events.
 """
 
 from __future__ import annotations
@@ -93,10 +94,11 @@ def status_sql(snapshot: ServingSnapshot) -> str:
             f"{speed.next_offset if speed else 'NULL'}, {str(snapshot.speed_used(partition)).lower()}, "
             f"CAST({published} AS TIMESTAMPTZ), {reflected[partition]}, "
             f"CAST({_quoted(snapshot.batch.created_at) if snapshot.batch.created_at else 'NULL'} AS TIMESTAMPTZ), "
-            f"CAST({_quoted(snapshot.resolved_at.isoformat())} AS TIMESTAMPTZ))"
+            f"CAST({_quoted(snapshot.resolved_at.isoformat())} AS TIMESTAMPTZ), "
+            f"CAST({_quoted(why) if (why := snapshot.speed_unused_because(partition)) else 'NULL'} AS VARCHAR))"
         )
     columns = (
         "kafka_partition, batch_version, batch_cutoff, speed_next_offset, speed_used, "
-        "speed_published_at, reflected_offset, batch_published_at, resolved_at"
+        "speed_published_at, reflected_offset, batch_published_at, resolved_at, speed_unused_because"
     )
     return f"SELECT * FROM (VALUES {', '.join(rows)}) AS status({columns})"

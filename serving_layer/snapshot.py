@@ -62,6 +62,28 @@ class ServingSnapshot:
             if s is not None and not self._usable(s) and s.next_offset > self.cutoff(p)
         )
 
+    def speed_unused_because(self, partition: int) -> str | None:
+        """Why the partition's speed rows are not merged (None: they are), for ``serving_status``."""
+        snapshot = self.speed.get(partition)
+        version = self.batch.version
+        if snapshot is None:
+            return "the speed layer has not published this partition"
+        if not snapshot.usable_with(version):
+            if snapshot.valid_from > version:
+                return (
+                    f"rebuilt for batch version {snapshot.valid_from}; readers stay on version {version} until "
+                    "every live speed worker has reconciled the newer one"
+                )
+            return f"reconciled with batch version {snapshot.reconciled} only, not {version} (its worker is gone?)"
+        if not snapshot.covers_from(self.cutoff(partition)):
+            return f"its segments do not run on from the cutoff {self.cutoff(partition)}: the worker rebuilds it"
+        if self.stranded:
+            return (
+                f"partition(s) {', '.join(map(str, self.stranded))} cannot be merged with batch version {version}, "
+                "and other partitions left copies to their counts: every partition is served from the batch alone"
+            )
+        return None
+
     def _usable(self, snapshot: PartitionSnapshot) -> bool:
         return snapshot.usable_with(self.batch.version) and snapshot.covers_from(self.cutoff(snapshot.partition))
 

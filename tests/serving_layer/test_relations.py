@@ -151,6 +151,8 @@ def test_a_partition_whose_speed_state_does_not_start_at_the_cutoff_is_served_fr
     assert merged(settings) == {"p1": (3, 4, Decimal("30.00"), Decimal("12.00"))}
     status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
     assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (False, 50)]
+    assert "do not run on from the cutoff 100" in status[0]["speed_unused_because"]
+    assert "partition(s) 0 cannot be merged with batch version 1" in status[1]["speed_unused_because"]
 
 
 def test_a_partition_that_counted_nothing_from_the_cutoff_does_not_hold_the_others_back(tmp_path: Path) -> None:
@@ -161,6 +163,11 @@ def test_a_partition_that_counted_nothing_from_the_cutoff_does_not_hold_the_othe
 
     status = query(settings, "SELECT * FROM serving_status ORDER BY kafka_partition").to_pylist()
     assert [(s["speed_used"], s["reflected_offset"]) for s in status] == [(False, 100), (True, 60)]
+    assert [s["speed_unused_because"] for s in status] == [
+        "rebuilt for batch version 2; readers stay on version 1 until every live speed worker has reconciled "
+        "the newer one",
+        None,
+    ]
     assert merged(settings)["p2"] == (1, 3, Decimal("9.00"), Decimal("9.00"))
 
 
