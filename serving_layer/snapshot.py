@@ -48,8 +48,7 @@ class ServingSnapshot:
     def speed_partitions(self) -> frozenset[int]:
         """The partitions whose speed rows the merged views use: every one that may be used, unless one
         that may not has published events from its cutoff on (``stranded``): none then."""
-        usable = {p for p, s in self.speed.items() if s is not None and self._usable(s)}
-        return frozenset() if self.stranded else frozenset(usable)
+        return frozenset() if self.stranded else self._usable_partitions
 
     @cached_property
     def stranded(self) -> tuple[int, ...]:
@@ -59,7 +58,7 @@ class ServingSnapshot:
         return tuple(
             p
             for p, s in sorted(self.speed.items())
-            if s is not None and not self._usable(s) and s.next_offset > self.cutoff(p)
+            if s is not None and p not in self._usable_partitions and s.next_offset > self.cutoff(p)
         )
 
     def speed_unused_because(self, partition: int) -> str | None:
@@ -84,16 +83,23 @@ class ServingSnapshot:
             )
         return None
 
-    def _usable(self, snapshot: PartitionSnapshot) -> bool:
-        return snapshot.usable_with(self.batch.version) and snapshot.covers_from(self.cutoff(snapshot.partition))
+    @cached_property
+    def _usable_partitions(self) -> frozenset[int]:
+        """Partitions whose speed rows may be merged with this version, each on its own merits."""
+        version = self.batch.version
+        return frozenset(
+            p
+            for p, s in self.speed.items()
+            if s is not None and s.usable_with(version) and s.covers_from(self.cutoff(p))
+        )
 
     def reflected_offsets(self) -> dict[int, int]:
         """Per partition, the offset below which every valid event is in the merged views."""
         reflected = {}
         for partition, snapshot in self.speed.items():
             cutoff = self.cutoff(partition)
-            used = snapshot is not None and self.speed_used(partition)
-            reflected[partition] = max(cutoff, snapshot.next_offset) if snapshot is not None and used else cutoff
+            speed = snapshot.next_offset if snapshot is not None and self.speed_used(partition) else cutoff
+            reflected[partition] = max(cutoff, speed)
         return reflected
 
     def not_ready(self, view: str) -> str | None:
