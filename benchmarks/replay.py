@@ -5,8 +5,10 @@ recompute compared view by view.
 A fresh topic is filled with simulator traffic (late, duplicate, cross-partition and malformed records),
 the bare loop and the live speed layer read it (``benchmarks.freshness.measure_throughput``), the lake
 sink writes it to the lake, and ``lambdactl kappa`` plans, replays and verifies a Kappa set at the
-position the live (speed-only) views reflect. Rates exclude the consumer group join, as the bare loop
-(which assigns partitions) has none.
+position the live (speed-only) views reflect. The replay runs in ``workers`` processes (one per core by
+default, as ``lambdactl kappa replay`` does), each reading a share of the partitions; the bare loop is
+one process. Rates exclude start-up: the live layer's consumer group join, and the replay's process
+starts (its processes begin reading together once all are connected).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from batch_layer.lake_sink import LakeSink
 from benchmarks.freshness import isolated_settings, measure_throughput
 from lambda_contracts.plumbing.kafka import events_end_offsets
 from lambda_contracts.settings import Settings
-from lambdactl.kappa import Comparison, plan_replay, replay, report_lines, verify
+from lambdactl.kappa import Comparison, default_workers, plan_replay, replay, report_lines, verify
 
 TARGET_RATIO = 0.8
 SET_NAME = "bench"
@@ -35,6 +37,7 @@ class ReplayFigures:
     bare_events_per_s: float
     speed_events_per_s: float
     replay_events_per_s: float
+    workers: int
     comparisons: list[Comparison]
 
     @property
@@ -61,22 +64,25 @@ def sink_all(settings: Settings, show: Callable[[str], None], timeout_s: float =
 
 
 def run_replay_benchmark(
-    settings: Settings, events: int = 300_000, show: Callable[[str], None] = print
+    settings: Settings, events: int = 300_000, show: Callable[[str], None] = print, workers: int | None = None
 ) -> ReplayFigures:
+    workers = workers or default_workers()
     with tempfile.TemporaryDirectory(prefix="replay-") as folder:
         isolated = isolated_settings(settings, Path(folder))
         show(f"1. {events:,} events: a bare consume-and-parse loop, then the live speed layer")
         live = measure_throughput(isolated, events, show)
         show("2. the lake sink writes them to the lake (for the recompute)")
         sink_all(isolated, show)
-        show("3. Kappa: replay the log from offset 0 through the speed layer's code")
+        show(f"3. Kappa: replay the log from offset 0 through the speed layer's code, in {workers} process(es)")
         plan = plan_replay(isolated, SET_NAME)
         show(f"  target: {sum(plan.target.values()):,} offsets, what the live views reflect")
-        progress = replay(isolated, SET_NAME, show=show)
-        show(f"  replayed {progress.describe()} in {progress.seconds:,.1f} s (group join included)")
+        progress = replay(isolated, SET_NAME, workers=workers, show=show)
+        show(f"  replayed {progress.describe()} in {progress.seconds:,.1f} s (start-up included)")
         show("4. Kappa, Lambda and the lake recompute, view by view")
         comparisons = verify(isolated, SET_NAME)
-    return ReplayFigures(events, live.bare_events_per_s, live.speed_events_per_s, progress.events_per_s, comparisons)
+    return ReplayFigures(
+        events, live.bare_events_per_s, live.speed_events_per_s, progress.events_per_s, workers, comparisons
+    )
 
 
 def report(f: ReplayFigures) -> list[str]:
@@ -84,7 +90,8 @@ def report(f: ReplayFigures) -> list[str]:
     return [
         *report_lines(f.comparisons)[:-1],
         f"bare consume+json.loads {f.bare_events_per_s:,.0f} events/s; live speed layer "
-        f"{f.speed_events_per_s:,.0f} events/s; Kappa replay {f.replay_events_per_s:,.0f} events/s",
+        f"{f.speed_events_per_s:,.0f} events/s (one process each); Kappa replay {f.replay_events_per_s:,.0f} events/s "
+        f"({f.workers} process{'es' if f.workers > 1 else ''})",
         f"replay / bare {ratio:.2f} (target >= {TARGET_RATIO}: {'met' if ratio >= TARGET_RATIO else 'NOT met'}); "
         f"replay / live speed layer {f.replay_events_per_s / f.speed_events_per_s:.2f}",
         f"replay_events_per_s={f.replay_events_per_s:.0f} ratio_to_bare={ratio:.2f} "

@@ -18,18 +18,23 @@ and the replay refuses (seeding it from the lake is the way to a long history, n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import operator
+import os
+import select
 import shutil
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pyarrow.dataset as ds
 
@@ -166,46 +171,186 @@ def replayed_to(settings: Settings, name: str, target: dict[int, int]) -> int:
     return done
 
 
+def default_workers() -> int:
+    """One replay process per core: kafka-python parses records in pure Python, so a process uses one core."""
+    return max(1, os.cpu_count() or 1)
+
+
+def partition_groups(target: Mapping[int, int], workers: int) -> list[tuple[int, ...]]:
+    """Deal the partitions to at most ``workers`` processes, each partition to one, the largest first to the
+    least loaded, so the processes finish together; no process gets an empty share."""
+    count = max(1, min(workers, len(target)))
+    loads = [0] * count
+    shares: list[list[int]] = [[] for _ in range(count)]
+    for partition in sorted(target, key=lambda p: (-target[p], p)):
+        lightest = loads.index(min(loads))
+        shares[lightest].append(partition)
+        loads[lightest] += target[partition]
+    return [tuple(sorted(share)) for share in shares if share]
+
+
 def replay(
     settings: Settings,
     name: str,
     *,
+    workers: int = 1,
     stop: threading.Event | None = None,
     show: Callable[[str], None] = print,
     every_s: float = 2.0,
 ) -> ReplayProgress:
-    """Replay the log into the set up to the plan's target (resuming what a killed replay published)."""
+    """Replay the log into the set up to the plan's target (resuming what a killed replay published).
+
+    With ``workers`` > 1 the partitions are dealt to that many processes: this one and helpers
+    (``lambdactl kappa replay-partitions``). They share the set's folder as two speed workers share
+    theirs, so each ``event_id`` still counts once across partitions. Helpers start reading together
+    and stop when this process stops or dies (their stdin is a pipe from it).
+    """
     plan = plan_replay(settings, name)
     total = sum(plan.target.values())
     stop = stop or threading.Event()
-    worker = SpeedWorker(kappa_settings(settings, name), until=plan.target)
-    started = time.monotonic()
+    groups = partition_groups(plan.target, workers)
     first = replayed_to(settings, name, plan.target)
     if first:
         show(f"resuming replay {name}: {first:,} of {total:,} offsets were published before")
+    started = time.monotonic()
+    helpers = [Helper.start(settings, name, share) for share in groups[1:]]
     finished = threading.Event()
 
     def report() -> None:
-        last, last_at = first, started
+        last, last_at = first, time.monotonic()
         while not finished.wait(every_s):
             done, now = replayed_to(settings, name, plan.target), time.monotonic()
             show("  " + ReplayProgress(done, total, (done - last) / (now - last_at), now - started).describe())
             last, last_at = done, now
 
-    reporter = threading.Thread(target=report, daemon=True)
-    reporter.start()
     try:
-        worker.run(stop)
+        worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=groups[0])
+        for helper in helpers:
+            helper.wait_ready(stop)
+        if helpers:
+            show(f"  {len(groups)} processes, partitions {' | '.join(','.join(map(str, g)) for g in groups)}")
+        went = time.monotonic()
+        for helper in helpers:
+            helper.go()
+        reporter = threading.Thread(target=report, daemon=True)
+        reporter.start()
+        try:
+            worker.run(stop)
+            for helper in helpers:
+                helper.wait(stop)
+        finally:
+            finished.set()
+            reporter.join()
     finally:
-        finished.set()
-        reporter.join()
+        for helper in helpers:
+            helper.stop()
     done = replayed_to(settings, name, plan.target)
     ended = time.monotonic()
-    counting = ended - (worker.first_assignment_at or started)  # the consumer group join is start-up
-    progress = ReplayProgress(done, total, (done - first) / counting if counting else 0.0, ended - started)
+    progress = ReplayProgress(done, total, (done - first) / (ended - went) if ended > went else 0.0, ended - started)
     if done < total:
         raise KappaError(f"replay {name} stopped at {progress.describe()}; run it again to resume")
     return progress
+
+
+@dataclass
+class Helper:
+    """A process replaying a share of the partitions (``lambdactl kappa replay-partitions``).
+
+    Protocol on its pipes: it writes ``ready`` once connected, starts reading on ``go``, and stops
+    (publishing what it counted) when its stdin closes, which the kernel does when this process dies.
+    """
+
+    partitions: tuple[int, ...]
+    process: subprocess.Popen[bytes]
+    log: Path
+    READY_TIMEOUT_S: ClassVar[float] = 120.0
+    STOP_TIMEOUT_S: ClassVar[float] = 60.0
+
+    @classmethod
+    def start(cls, settings: Settings, name: str, partitions: tuple[int, ...]) -> Helper:
+        log = (
+            kappa_settings(settings, name).data_dir / "logs" / f"replay-partitions-{'-'.join(map(str, partitions))}.log"
+        )
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, "-m", "lambdactl", "kappa", "replay-partitions", "--name", name]
+        command += ["--partitions", ",".join(map(str, partitions))]
+        with log.open("ab") as errors:
+            process = subprocess.Popen(
+                command,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                env=settings.child_environment(),
+                start_new_session=True,  # a Ctrl-C reaches the parent, which stops its helpers itself
+            )
+        return cls(partitions, process, log)
+
+    def wait_ready(self, stop: threading.Event) -> None:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + self.READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if stop.is_set():
+                raise KappaError("the replay was stopped before its processes started; run it again to resume")
+            readable, _, _ = select.select([self.process.stdout], [], [], 0.2)  # its line is the readiness signal
+            if readable:
+                if self.process.stdout.readline().strip() == b"ready":
+                    return
+                break
+        raise KappaError(f"the replay process for partitions {self.partitions} did not start: {self.describe_end()}")
+
+    def go(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.write(b"go\n")
+        self.process.stdin.flush()
+
+    def wait(self, stop: threading.Event) -> None:
+        """Until the helper is done; a stop request is passed on (its stdin closes)."""
+        while self.process.poll() is None:
+            if stop.wait(0.2):  # the process's exit is the signal; stop closes its pipe
+                self.stop()
+        if self.process.returncode != 0:
+            raise KappaError(f"the replay process for partitions {self.partitions} failed: {self.describe_end()}")
+
+    def stop(self) -> None:
+        """Close its stdin (it publishes and exits), then wait; kill it if it does not exit in time."""
+        if self.process.stdin is not None and not self.process.stdin.closed:
+            with contextlib.suppress(BrokenPipeError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(timeout=self.STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def describe_end(self) -> str:
+        code = self.process.poll()
+        state = "still running" if code is None else f"exit code {code}"
+        tail = self.log.read_text(errors="replace").strip().splitlines()[-5:] if self.log.exists() else []
+        return f"{state}; its log {self.log} ends with: " + (" / ".join(tail) or "(nothing)")
+
+
+def replay_partitions(settings: Settings, name: str, partitions: Sequence[int]) -> None:
+    """A helper's share of a parallel replay, driven by its parent over stdin and stdout (see ``Helper``)."""
+    if not (kappa_settings(settings, name).data_dir / PLAN).exists():
+        raise KappaError(f"no Kappa set {name}: a share is replayed by `lambdactl kappa replay --workers N`")
+    plan = plan_replay(settings, name)
+    worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=partitions)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    if sys.stdin.readline().strip() != "go":
+        return  # the parent stopped (or died) before the start
+    stop = threading.Event()
+
+    def stop_when_parent_closes() -> None:
+        sys.stdin.read()  # returns at EOF: the parent closed the pipe, or died
+        stop.set()
+
+    threading.Thread(target=stop_when_parent_closes, daemon=True).start()
+    worker.run(stop)
+    if not worker.reached_until():
+        raise KappaError(f"stopped before the target of partitions {list(partitions)}: the parent resumes it")
 
 
 @dataclass(frozen=True)

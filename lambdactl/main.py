@@ -603,11 +603,16 @@ def bench_producer(
 
 @bench_app.command("replay")
 @friendly_errors
-def bench_replay(events: Annotated[int, typer.Option(help="Events in the replayed topic.")] = 300_000) -> None:
+def bench_replay(
+    events: Annotated[int, typer.Option(help="Events in the replayed topic.")] = 300_000,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Replay processes (default: one per core, as `kappa replay`).")
+    ] = None,
+) -> None:
     """Kappa replay events/s against the live speed layer and a bare consumer; Kappa = Lambda = recompute?"""
     from benchmarks.replay import report, run_replay_benchmark
 
-    for line in report(run_replay_benchmark(get_settings(), events, show=typer.echo)):
+    for line in report(run_replay_benchmark(get_settings(), events, show=typer.echo, workers=workers)):
         typer.echo(line)
 
 
@@ -789,9 +794,12 @@ def restart(
 @friendly_errors
 def kappa_replay(
     name: Annotated[str, typer.Option(help="The Kappa set (a folder under data/kappa).")] = "replay",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Processes sharing the partitions (default: one per core).")
+    ] = None,
 ) -> None:
     """Replay the events topic from offset 0 into a Kappa set, up to what the live platform serves now."""
-    from lambdactl.kappa import kappa_settings, plan_replay, replay
+    from lambdactl.kappa import default_workers, kappa_settings, plan_replay, replay
 
     settings = get_settings()
     plan = plan_replay(settings, name)
@@ -800,10 +808,22 @@ def kappa_replay(
         f"offsets (the position the live platform served at {plan.planned_at}, batch version "
         f"{plan.lambda_batch_version})"
     )
-    progress = replay(settings, name, stop=stop_on_signals(), show=typer.echo)
+    progress = replay(settings, name, workers=workers or default_workers(), stop=stop_on_signals(), show=typer.echo)
     typer.echo(
         f"replayed: {progress.describe()} in {progress.seconds:,.1f} s. Next: `lambdactl kappa verify --name {name}`"
     )
+
+
+@kappa_app.command("replay-partitions", hidden=True)
+@friendly_errors
+def kappa_replay_partitions(
+    name: Annotated[str, typer.Option(help="The Kappa set being replayed.")],
+    partitions: Annotated[str, typer.Option(help="Comma-separated partitions of this share.")],
+) -> None:
+    """One share of a parallel replay; started and driven by `lambdactl kappa replay --workers N`."""
+    from lambdactl.kappa import replay_partitions
+
+    replay_partitions(get_settings(), name, [int(p) for p in partitions.split(",")])
 
 
 @kappa_app.command("verify")

@@ -25,7 +25,7 @@ import math
 import shutil
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -71,11 +71,17 @@ class InFlight:
 
 class SpeedWorker:
     def __init__(
-        self, settings: Settings, consumer: KafkaConsumer | None = None, until: Mapping[int, int] | None = None
+        self,
+        settings: Settings,
+        consumer: KafkaConsumer | None = None,
+        until: Mapping[int, int] | None = None,
+        partitions: Sequence[int] | None = None,
     ) -> None:
         self.settings = settings
         self.until = dict(until) if until is not None else None
         """Partition -> offset to stop at (a Kappa replay up to a given position); None: run until stopped."""
+        self.partitions = tuple(partitions) if partitions is not None else None
+        """Partitions this worker reads alone (one process of a parallel replay); None: the group assigns them."""
         self.topic = settings.events_topic
         self.root = settings.speed_views_path
         self.group = settings.speed_group
@@ -115,7 +121,10 @@ class SpeedWorker:
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
 
     def run(self, stop: threading.Event) -> None:
-        subscribe_when_known(self.consumer, self.topic)
+        if self.partitions is None:
+            subscribe_when_known(self.consumer, self.topic)
+        else:  # no group rebalances: the replay dealt the partitions out, each to one process
+            self.consumer.assign([TopicPartition(self.topic, p) for p in self.partitions])
         try:
             while not stop.is_set() and not self.reached_until():
                 if self.space.waiting:  # take nothing more while what we hold cannot be published
@@ -144,7 +153,8 @@ class SpeedWorker:
         """Whether every partition of ``until`` is counted up to its offset (never, without ``until``)."""
         if self.until is None:
             return False
-        return all(p in self.states and self.states[p].next_offset >= end for p, end in self.until.items())
+        mine = self.until if self.partitions is None else {p: self.until.get(p, 0) for p in self.partitions}
+        return all(p in self.states and self.states[p].next_offset >= end for p, end in mine.items())
 
     # -- partitions and the batch -----------------------------------------------------------------
 

@@ -70,14 +70,18 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
         assert plan.lambda_batch_version == 1 and sum(plan.target.values()) > 4000
 
         log = tmp_path / "replay.log"
-        killed = start_lambdactl(settings.child_environment(), log, "kappa", "replay", "--name", "first")
-        wait_for_line(log, "speed worker took partition")
+        args = ("kappa", "replay", "--name", "first", "--workers", "2")
+        killed = start_lambdactl(settings.child_environment(), log, *args)
+        wait_for_line(log, "2 processes, partitions")  # the helper is connected and told to go
+        helpers = _replay_helpers()
+        assert len(helpers) == 1, helpers
         threading.Event().wait(random.Random(5).uniform(0.0, 0.5))  # a random instant of the replay
         killed.send_signal(signal.SIGKILL)
         killed.wait()
+        wait_for(lambda: not _replay_helpers(), 60, "the replay's helper stopping with its killed parent")
         before = replayed_to(settings, "first", plan.target)
 
-        progress = replay(settings, "first", show=print)
+        progress = replay(settings, "first", workers=2, show=print)
         print(f"killed with {before:,} of {progress.total:,} offsets published; resumed to the end")
         assert progress.done == progress.total == sum(plan.target.values())
         comparisons = verify(settings, "first")
@@ -90,6 +94,18 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
         stop.set()
         for thread in threads:
             thread.join()
+
+
+def _replay_helpers() -> list[int]:
+    """Live ``lambdactl kappa replay-partitions`` processes (a zombie has no command line)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and b"replay-partitions" in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            continue  # ended while we looked
+    return found
 
 
 def _switch_to_the_live_set_and_back(settings: Settings, name: str) -> None:
