@@ -300,8 +300,9 @@ class Helper:
 
     def go(self) -> None:
         assert self.process.stdin is not None
-        self.process.stdin.write(b"go\n")
-        self.process.stdin.flush()
+        with contextlib.suppress(BrokenPipeError):  # it died since it was ready: ``wait`` reports how
+            self.process.stdin.write(b"go\n")
+            self.process.stdin.flush()
 
     def wait(self, stop: threading.Event) -> None:
         """Until the helper is done; a stop request is passed on (its stdin closes)."""
