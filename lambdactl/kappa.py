@@ -224,7 +224,7 @@ def replay(
             last, last_at = done, now
 
     try:
-        worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=groups[0])
+        worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=groups[0], served=False)
         for helper in helpers:
             helper.wait_ready(stop)
         if helpers:
@@ -337,7 +337,7 @@ def replay_partitions(settings: Settings, name: str, partitions: Sequence[int]) 
     if not (kappa_settings(settings, name).data_dir / PLAN).exists():
         raise KappaError(f"no Kappa set {name}: a share is replayed by `lambdactl kappa replay --workers N`")
     plan = plan_replay(settings, name)
-    worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=partitions)
+    worker = SpeedWorker(kappa_settings(settings, name), until=plan.target, partitions=partitions, served=False)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     if sys.stdin.readline().strip() != "go":

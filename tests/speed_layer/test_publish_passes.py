@@ -48,3 +48,27 @@ def test_a_partition_waiting_on_a_copy_is_published_once_after_the_count_it_wait
     assert not on_zero & on_three, "a copy is counted once, wherever it lands"
     everything = decoded(items).column("event_id")
     assert len(on_zero | on_three) == len(set(everything.to_pylist()))
+
+
+def test_an_unserved_worker_drops_a_copy_of_its_unpublished_count_at_once(tmp_path: Path) -> None:
+    """A Kappa replay's worker: nobody reads its snapshots before the end, so a copy does not wait for the
+    count's publish; each event still counts once, and one publish writes both partitions."""
+    worker = SpeedWorker(Settings(data_dir=tmp_path), consumer=cast(KafkaConsumer, object()), served=False)
+    worker.states = {0: fresh_state(0, 0), 3: fresh_state(3, 1000)}
+    items = valid_records(600)
+    worker._claim(worker.states[0], decoded(items[:400]), 400)
+    resent = [FakeRecord(r.value, r.offset + 1000, partition=3) for r in items[150:600]]
+    worker._claim(worker.states[3], decoded(resent), 1450)
+    assert not worker._waiting and worker.copies_waited == 0
+    assert worker.copies_elsewhere > 0, "the copies of partition 0's counts were dropped on partition 3"
+
+    worker._publish()
+
+    root = worker.settings.speed_views_path
+    assert {p: (s.sequence, s.next_offset) for p in (0, 3) if (s := read_snapshot(root, p))} == {
+        0: (1, 400),
+        3: (1, 1450),
+    }
+    on_zero, on_three = (set(counted_ids(root, worker.states[p]).column("event_id").to_pylist()) for p in (0, 3))
+    assert not on_zero & on_three
+    assert len(on_zero | on_three) == len(set(decoded(items).column("event_id").to_pylist()))
