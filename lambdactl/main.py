@@ -795,7 +795,12 @@ def restart(
 def kappa_replay(
     name: Annotated[str, typer.Option(help="The Kappa set (a folder under data/kappa).")] = "replay",
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Processes sharing the partitions (default: one per core).")
+        int | None,
+        typer.Option(
+            min=1,
+            help="Processes sharing the partitions (default: one per core, at most one per partition); "
+            "each holds every id the set counted, about 28 bytes an event.",
+        ),
     ] = None,
 ) -> None:
     """Replay the events topic from offset 0 into a Kappa set, up to what the live platform serves now."""
