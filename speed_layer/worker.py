@@ -79,10 +79,12 @@ class SpeedWorker:
         served: bool = True,
     ) -> None:
         self.settings = settings
-        self.until = dict(until) if until is not None else None
-        """Partition -> offset to stop at (a Kappa replay up to a given position); None: run until stopped."""
         self.partitions = tuple(partitions) if partitions is not None else None
         """Partitions this worker reads alone (one process of a parallel replay); None: the group assigns them."""
+        if until is not None and self.partitions is not None:
+            until = {p: until.get(p, 0) for p in self.partitions}  # the other partitions are another's share
+        self.until = dict(until) if until is not None else None
+        """Partition -> offset to stop at (a Kappa replay up to a given position); None: run until stopped."""
         self.served = served
         """False while nobody reads the snapshots (a Kappa replay, read once it reaches ``until``): a copy of a
         count of ours not yet published is then dropped at once, not held until that count is published. A
@@ -159,8 +161,7 @@ class SpeedWorker:
         """Whether every partition of ``until`` is counted up to its offset (never, without ``until``)."""
         if self.until is None:
             return False
-        mine = self.until if self.partitions is None else {p: self.until.get(p, 0) for p in self.partitions}
-        return all(p in self.states and self.states[p].next_offset >= end for p, end in mine.items())
+        return all(p in self.states and self.states[p].next_offset >= end for p, end in self.until.items())
 
     # -- partitions and the batch -----------------------------------------------------------------
 

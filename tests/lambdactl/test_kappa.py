@@ -32,6 +32,7 @@ from lambdactl.kappa import (
     switch,
     verify,
 )
+from lambdactl.services import RunProcess, run_processes
 from sources.run import build_simulators
 from speed_layer.worker import SpeedWorker
 from tests.flows import (
@@ -73,12 +74,14 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
         args = ("kappa", "replay", "--name", "first", "--workers", "2")
         killed = start_lambdactl(settings.child_environment(), log, *args)
         wait_for_line(log, "2 processes, partitions")  # the helper is connected and told to go
-        helpers = _replay_helpers()
+        helpers = _replay_helpers(settings, killed.pid)
         assert len(helpers) == 1, helpers
         threading.Event().wait(random.Random(5).uniform(0.0, 0.5))  # a random instant of the replay
         killed.send_signal(signal.SIGKILL)
         killed.wait()
-        wait_for(lambda: not _replay_helpers(), 60, "the replay's helper stopping with its killed parent")
+        wait_for(
+            lambda: not _replay_helpers(settings, killed.pid), 60, "the replay's helper stopping with its killed parent"
+        )
         before = replayed_to(settings, "first", plan.target)
 
         progress = replay(settings, "first", workers=2, show=print)
@@ -96,16 +99,9 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
             thread.join()
 
 
-def _replay_helpers() -> list[int]:
-    """Live ``lambdactl kappa replay-partitions`` processes (a zombie has no command line)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and b"replay-partitions" in (proc / "cmdline").read_bytes():
-                found.append(int(proc.name))
-        except OSError:
-            continue  # ended while we looked
-    return found
+def _replay_helpers(settings: Settings, parent: int) -> list[RunProcess]:
+    """The replay's helpers: ``lambdactl kappa`` processes of this data dir other than the replay itself."""
+    return [p for p in run_processes(settings.data_dir) if p.service == "kappa" and p.pid != parent]
 
 
 def _switch_to_the_live_set_and_back(settings: Settings, name: str) -> None:
