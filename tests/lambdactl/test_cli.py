@@ -178,16 +178,24 @@ def status_with_every_component_up(env: dict[str, str], timeout_s: float = 60) -
     A consumer group passes through states without members (a rebalance, a member that rejoins), so
     one `status` may catch one: the status is polled, bounded, like any readiness signal.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        shown = lambdactl(env, "status")
-        assert shown.returncode == 0, shown.stderr
-        down = [c for c in COMPONENTS if not re.search(rf"^  up  {c} ", shown.stdout, re.MULTILINE)]
-        if not down:
-            return shown.stdout
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{down} not up for {timeout_s:.0f} s:\n{shown.stdout}\n{platform_logs(env)}")
-        time.sleep(1)  # the next status is the next sample of the real signal
+    shown: list[str] = []
+
+    def every_component_up() -> bool:
+        result = lambdactl(env, "status")
+        assert result.returncode == 0, result.stderr
+        shown.append(result.stdout)
+        return not components_down(result.stdout)
+
+    try:
+        wait_for(every_component_up, timeout_s, "every component up in `lambdactl status`", every_s=1)
+    except TimeoutError as error:
+        down = components_down(shown[-1])
+        raise AssertionError(f"{error}; {down} stayed down:\n{shown[-1]}\n{platform_logs(env)}") from None
+    return shown[-1]
+
+
+def components_down(status: str) -> list[str]:
+    return [c for c in COMPONENTS if not re.search(rf"^  up  {c} ", status, re.MULTILINE)]
 
 
 def platform_logs(env: dict[str, str], lines: int = 40) -> str:
