@@ -35,7 +35,7 @@ from serving_layer.live import LiveViews
 from serving_layer.pgwire import server
 from serving_layer.pgwire.server import PgEndpoint
 from speed_layer.worker import SpeedWorker
-from tests.flows import free_ports, lively_simulators, producing, whole_platform_settings
+from tests.flows import free_ports, lively_simulators, producing, wait_for, whole_platform_settings
 from tests.oracle import Reading, compare, reflected_events, view_rows
 
 pytestmark = pytest.mark.integration
@@ -127,7 +127,7 @@ def test_real_clients_see_exact_views_and_the_limits_hold(serving: tuple[Setting
     _psycopg_extended_protocol(settings)
     _sqlalchemy_reflects_every_view(settings)
     _jdbc_browses_and_queries(settings)
-    _limits_hold(settings)
+    _limits_hold(settings, endpoint)
     _metrics_count_what_happened(endpoint)
 
 
@@ -287,7 +287,7 @@ def _expect_error(settings: Settings, sql: str, sqlstate: str) -> psycopg.Error:
     return caught.value
 
 
-def _limits_hold(settings: Settings) -> None:
+def _limits_hold(settings: Settings, endpoint: PgEndpoint) -> None:
     for statement in ("CREATE TABLE t (a INT)", "COPY page_views_per_minute TO '/tmp/x.csv'", "ATTACH '/tmp/x.db'"):
         assert "read-only" in str(_expect_error(settings, statement, "25006"))
     _expect_error(settings, "SELECT * FROM read_csv('/etc/passwd')", "42501")
@@ -303,6 +303,8 @@ def _limits_hold(settings: Settings) -> None:
             connection.execute("SELECT count(*) FROM range(100000000000)")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(_url(settings, "wrong"))
+    # a closed client frees its place when the server reads its goodbye, a moment later (as in PostgreSQL)
+    wait_for(lambda: endpoint.open_connections == 0, 10, "the earlier clients' places freed")
     held = [psycopg.connect(_url(settings)) for _ in range(settings.serving_max_connections)]
     try:
         with pytest.raises(psycopg.OperationalError, match="too many clients"):
@@ -310,6 +312,7 @@ def _limits_hold(settings: Settings) -> None:
     finally:
         for connection in held:
             connection.close()
+    wait_for(lambda: endpoint.open_connections == 0, 10, "the held clients' places freed")
     with psycopg.connect(_url(settings), autocommit=True) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)  # a freed place is taken again
 
