@@ -7,8 +7,9 @@ the bare loop and the live speed layer read it (``benchmarks.freshness.measure_t
 sink writes it to the lake, and ``lambdactl kappa`` plans, replays and verifies a Kappa set at the
 position the live (speed-only) views reflect. The replay runs in ``workers`` processes (one per core by
 default, as ``lambdactl kappa replay`` does), each reading a share of the partitions; the bare loop is
-one process. Rates exclude start-up: the live layer's consumer group join, and the replay's process
-starts (its processes begin reading together once all are connected).
+one process. Rates exclude start-up and closing, as the bare loop's does: the live layer's consumer group
+join, and the replay's process starts (its processes begin reading together once all are connected) and
+closes (its rate ends with the last publish of any of its processes).
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ def run_replay_benchmark(
         plan = plan_replay(isolated, SET_NAME)
         show(f"  target: {sum(plan.target.values()):,} offsets, what the live views reflect")
         progress = replay(isolated, SET_NAME, workers=workers, show=show)
-        show(f"  replayed {progress.describe()} in {progress.seconds:,.1f} s (start-up included)")
+        show(
+            f"  replayed {progress.describe()}: last publish after {progress.published_s or 0:,.2f} s, "
+            f"processes closed after {progress.seconds:,.2f} s (start-up included)"
+        )
         show("4. Kappa, Lambda and the lake recompute, view by view")
         comparisons = verify(isolated, SET_NAME)
     return ReplayFigures(

@@ -148,6 +148,8 @@ class ReplayProgress:
     total: int
     events_per_s: float
     seconds: float
+    published_s: float | None = None
+    """Once ended: seconds from the start to the last publish of any process (their closing follows)."""
 
     @property
     def eta_s(self) -> float:
@@ -246,7 +248,10 @@ def replay(
             helper.stop()
     done = replayed_to(settings, name, plan.target)
     ended = time.monotonic()
-    progress = ReplayProgress(done, total, (done - first) / (ended - went) if ended > went else 0.0, ended - started)
+    # the rate runs from the start to the last publish of any process: their closing is not replay work
+    published = max([worker.published_all_at or ended, *(h.published_at or ended for h in helpers)])
+    rate = (done - first) / (published - went) if published > went else 0.0
+    progress = ReplayProgress(done, total, rate, ended - started, published - started)
     if done < total:
         raise KappaError(f"replay {name} stopped at {progress.describe()}; run it again to resume")
     return progress
@@ -258,11 +263,13 @@ class Helper:
 
     Protocol on its pipes: it writes ``ready`` once connected, starts reading on ``go``, and stops
     (publishing what it counted) when its stdin closes, which the kernel does when this process dies.
+    Its last line, ``published <monotonic seconds>``, says when its last publish ended.
     """
 
     partitions: tuple[int, ...]
     process: subprocess.Popen[bytes]
     log: Path
+    published_at: float | None = None
     READY_TIMEOUT_S: ClassVar[float] = 120.0
     STOP_TIMEOUT_S: ClassVar[float] = 60.0
 
@@ -311,6 +318,10 @@ class Helper:
                 self.stop()
         if self.process.returncode != 0:
             raise KappaError(f"the replay process for partitions {self.partitions} failed: {self.describe_end()}")
+        assert self.process.stdout is not None
+        for line in self.process.stdout.read().decode().splitlines():
+            if line.startswith("published "):
+                self.published_at = float(line.split()[1])
 
     def stop(self) -> None:
         """Close its stdin (it publishes and exits), then wait; kill it if it does not exit in time."""
@@ -350,6 +361,9 @@ def replay_partitions(settings: Settings, name: str, partitions: Sequence[int]) 
 
     threading.Thread(target=stop_when_parent_closes, daemon=True).start()
     worker.run(stop)  # up to the target, or published so far when the parent stopped (a rerun resumes)
+    if worker.published_all_at is not None:
+        sys.stdout.write(f"published {worker.published_all_at}\n")
+        sys.stdout.flush()
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ class SpeedWorker:
         self.space = SpaceWait("speed worker", self.root)
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
+        self.published_all_at: float | None = None
+        """When ``run``'s last publish ended (monotonic, one clock for every process here): its closing follows."""
 
     def run(self, stop: threading.Event) -> None:
         if self.partitions is None:
@@ -153,6 +155,7 @@ class SpeedWorker:
             self._submit()
             self._take_decoded()
             self._publish(force=True)
+            self.published_all_at = time.monotonic()
         finally:
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self.consumer.close(autocommit=False)

@@ -87,6 +87,9 @@ def test_a_replay_killed_and_resumed_equals_the_lambda_views_and_a_recompute(
         progress = replay(settings, "first", workers=2, show=print)
         print(f"killed with {before:,} of {progress.total:,} offsets published; resumed to the end")
         assert progress.done == progress.total == sum(plan.target.values())
+        assert progress.published_s is not None and 0 < progress.published_s < progress.seconds, (
+            "both processes said when they last published, before they closed"
+        )
         comparisons = verify(settings, "first")
         lines = report_lines(comparisons)
         print("\n".join(lines))
