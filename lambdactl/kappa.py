@@ -318,10 +318,7 @@ class Helper:
                 self.stop()
         if self.process.returncode != 0:
             raise KappaError(f"the replay process for partitions {self.partitions} failed: {self.describe_end()}")
-        assert self.process.stdout is not None
-        for line in self.process.stdout.read().decode().splitlines():
-            if line.startswith("published "):
-                self.published_at = float(line.split()[1])
+        self._read_last_lines()
 
     def stop(self) -> None:
         """Close its stdin (it publishes and exits), then wait; kill it if it does not exit in time."""
@@ -333,8 +330,17 @@ class Helper:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        self._read_last_lines()
         if self.process.stdout is not None:
             self.process.stdout.close()
+
+    def _read_last_lines(self) -> None:
+        """Once it exited: when its last publish ended, from its ``published`` line (if it got that far)."""
+        if self.process.stdout is None or self.process.stdout.closed:
+            return
+        for line in self.process.stdout.read().decode().splitlines():
+            if line.startswith("published "):
+                self.published_at = float(line.split()[1])
 
     def describe_end(self) -> str:
         code = self.process.poll()
