@@ -76,12 +76,6 @@ class PgEndpoint(socketserver.ThreadingTCPServer):
     def address(self) -> str:
         return f"{self.settings.serving_pg_host}:{self.server_address[1]}"
 
-    @property
-    def open_connections(self) -> int:
-        """Sessions holding a place; a client's close frees its place only once its handler sees it."""
-        with self._lock:
-            return self._connections
-
     def admit(self) -> bool:
         with self._lock:
             if self._connections >= self.settings.serving_max_connections:

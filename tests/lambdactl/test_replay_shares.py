@@ -51,10 +51,9 @@ def test_a_helper_says_when_it_last_published_whether_it_ends_or_is_stopped(stop
     helper.go()
     if stopped:
         stop.set()  # Ctrl-C on the replay: ``wait`` passes it on and the helper publishes what it has
-        helper.wait(stop)
     else:
         helper.stop()  # the parent finished its own share and lets the helper close
-        helper.wait(stop)
+    helper.wait(stop)
     assert helper.published_at == 12.5
     helper.stop()  # the replay's own clean-up afterwards finds the pipes read and closed
     assert helper.published_at == 12.5

@@ -287,6 +287,10 @@ def _expect_error(settings: Settings, sql: str, sqlstate: str) -> psycopg.Error:
     return caught.value
 
 
+def _open_connections(endpoint: PgEndpoint) -> float | None:
+    return endpoint.metrics.registry.get_sample_value("lambda_serving_connections")
+
+
 def _limits_hold(settings: Settings, endpoint: PgEndpoint) -> None:
     for statement in ("CREATE TABLE t (a INT)", "COPY page_views_per_minute TO '/tmp/x.csv'", "ATTACH '/tmp/x.db'"):
         assert "read-only" in str(_expect_error(settings, statement, "25006"))
@@ -303,8 +307,9 @@ def _limits_hold(settings: Settings, endpoint: PgEndpoint) -> None:
             connection.execute("SELECT count(*) FROM range(100000000000)")
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(_url(settings, "wrong"))
-    # a closed client frees its place when the server reads its goodbye, a moment later (as in PostgreSQL)
-    wait_for(lambda: endpoint.open_connections == 0, 10, "the earlier clients' places freed")
+    # a closed client frees its place when the server reads its goodbye, a moment later (as in PostgreSQL):
+    # the endpoint's own connections gauge says when
+    wait_for(lambda: _open_connections(endpoint) == 0, 10, "the earlier clients' places freed")
     held = [psycopg.connect(_url(settings)) for _ in range(settings.serving_max_connections)]
     try:
         with pytest.raises(psycopg.OperationalError, match="too many clients"):
@@ -312,7 +317,7 @@ def _limits_hold(settings: Settings, endpoint: PgEndpoint) -> None:
     finally:
         for connection in held:
             connection.close()
-    wait_for(lambda: endpoint.open_connections == 0, 10, "the held clients' places freed")
+    wait_for(lambda: _open_connections(endpoint) == 0, 10, "the held clients' places freed")
     with psycopg.connect(_url(settings), autocommit=True) as connection:
         assert connection.execute("SELECT 1").fetchone() == (1,)  # a freed place is taken again
 
