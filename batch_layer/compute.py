@@ -103,15 +103,39 @@ NEEDED = sorted(
 """The lake columns the views read: narrower rows through the shuffle and the cache."""
 
 
-def first_copies(rows: DataFrame) -> DataFrame:
+def first_copies(rows: DataFrame, ranges: dict[int, tuple[int, int]]) -> DataFrame:
     """Each event_id once: its first copy by (partition, offset), the rule ``views.deduplicated_sql`` states.
 
-    The smallest struct led by (partition, offset) is that copy; a hash aggregate finds it without the
-    sort a window function needs.
+    Copies are rare, so whole rows are not shuffled to find them: a hash aggregate of (event_id,
+    position) alone finds the ids seen more than once and where their first copy is, and a join keeps
+    that copy. ``ranges`` (partition -> [from, to) offsets, which every row lies in) number the
+    positions in (partition, offset) order.
     """
-    others = [c for c in rows.columns if c not in ("event_id", "kafka_partition", "kafka_offset")]
-    first = functions.min(functions.struct("kafka_partition", "kafka_offset", *others)).alias("first")
-    return rows.groupBy("event_id").agg(first).select("event_id", "first.*")
+    numbered = rows.withColumn(POSITION, functions.expr(position_sql(ranges)))
+    repeated = (
+        numbered.groupBy("event_id")
+        .agg(functions.count("*").alias("copies"), functions.min(POSITION).alias(FIRST_POSITION))
+        .where("copies > 1")
+        .select("event_id", FIRST_POSITION)
+    )
+    first = f"{FIRST_POSITION} IS NULL OR {POSITION} = {FIRST_POSITION}"
+    return numbered.join(repeated, "event_id", "left").where(first).drop(POSITION, FIRST_POSITION)
+
+
+POSITION, FIRST_POSITION = "_position", "_first_position"
+
+
+def position_sql(ranges: dict[int, tuple[int, int]]) -> str:
+    """A record's place among all records of ``ranges`` in (partition, offset) order, counted from 0.
+
+    One long orders them exactly as the pair does (no packing of partition and offset into bits that
+    large offsets could overflow), as long as the ranges hold fewer than 2**63 records.
+    """
+    cases, before = [], 0
+    for partition, (start, end) in sorted(ranges.items()):
+        cases.append(f"WHEN {partition} THEN kafka_offset - {start} + {before}")
+        before += end - start
+    return f"CASE kafka_partition {' '.join(cases)} END" if cases else "CAST(NULL AS BIGINT)"
 
 
 def range_condition(ranges: dict[int, tuple[int, int]]) -> str:
@@ -144,7 +168,7 @@ def advance(spark: SparkSession, settings: Settings, plan: Plan, base: Manifest)
     if counted_before:  # copies counted below the previous cutoff; dropping them first keeps the first-copy rule
         ids = spark.read.schema(IDS_DDL).parquet(*[str(root / f) for f in counted_before]).select("event_id")
         rows = rows.join(ids, "event_id", "left_anti")
-    new = first_copies(rows).withColumn(PERIOD, functions.expr(hour_period(base)))
+    new = first_copies(rows, plan.new_ranges).withColumn(PERIOD, functions.expr(hour_period(base)))
     new = new.cache()  # read, deduplicated and checked once for the ids and every view
     folder = root / SEGMENTS / f"{plan.version:06d}-{uuid.uuid4().hex[:8]}"
     update = Update(replaced=set(periods))
@@ -254,7 +278,8 @@ def recompute(spark: SparkSession, settings: Settings, plan: Plan, base: Manifes
         return _emptied(replaced)
     rows = read_lake(spark, settings, files).where(cutoff_condition(plan.cutoffs))
     fresh = Manifest(0, "", "", "", -1, {})  # a recompute writes hour periods; compaction may merge them again
-    new = first_copies(rows).withColumn(PERIOD, functions.expr(hour_period(fresh))).cache()
+    new = first_copies(rows, {p: (0, c) for p, c in plan.cutoffs.items()})
+    new = new.withColumn(PERIOD, functions.expr(hour_period(fresh))).cache()
     periods = sorted(r[PERIOD] for r in new.select(PERIOD).distinct().collect())
     update = _write(spark, settings, plan, base, new, periods=periods, carry_forward=False)
     emptied = _emptied(replaced - update.replaced)  # periods that have no rows any more

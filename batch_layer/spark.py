@@ -53,6 +53,9 @@ def spark_session(settings: Settings, app_name: str = "exact-lambda-batch") -> S
         .config("spark.executor.extraJavaOptions", java_options)
         .config("spark.sql.shuffle.partitions", str(settings.spark_shuffle_partitions))
         .config("spark.databricks.delta.snapshotPartitions", "2")
+        # a run caches its deduplicated new events once for the ids and every view: encoding them
+        # compressed cost more CPU than every read of them saved (bench batch-growth, 1M new events)
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
@@ -151,3 +152,33 @@ def test_id_runs_are_merged_size_tiered_so_big_old_runs_stay() -> None:
     assert _tail_to_merge([1_000_000, 120_000, *[15_000] * 8]) == 1, "a run at most twice what follows joins"
     assert _tail_to_merge([1_000_000, 400_000, *[15_000] * 8]) == 2
     assert _tail_to_merge([10] * 9) == 0, "equal runs merge into one"
+
+
+def test_spark_keeps_the_first_copy_by_partition_then_offset(spark: SparkSession) -> None:
+    """Copies on several partitions, in any order of arrival, with offsets far beyond 2**40: the copy at
+    the lowest (partition, offset) is kept, as the oracle's rule says, and every other row once."""
+    from batch_layer.compute import first_copies as spark_first_copies
+
+    rng = random.Random(3)
+    far = 2**62
+    ranges = {0: (far, far + 40), 1: (5, 45), 2: (0, 40), 3: (far - 10, far + 30)}
+    free = {p: list(range(start, end)) for p, (start, end) in ranges.items()}
+    for offsets in free.values():
+        rng.shuffle(offsets)
+    rows = []
+    for number in range(90):  # some events once, some with copies on the same or other partitions
+        for partition in rng.sample(sorted(ranges), k=rng.choice((1, 1, 2, 3))):
+            if free[partition]:
+                offset = free[partition].pop()
+                rows.append({"event_id": f"e{number}", "kafka_partition": partition, "kafka_offset": offset})
+    rng.shuffle(rows)
+    frame = spark.createDataFrame(rows, "event_id STRING, kafka_partition INT, kafka_offset BIGINT")
+    kept = {_copy(r.asDict()) for r in spark_first_copies(frame, ranges).collect()}
+    expected = {_copy(r) for r in first_copies(rows)}
+    assert len(expected) < len(rows), "the sample has copies"
+    assert {p for _, p, _ in expected} == set(ranges), "first copies on every partition"
+    assert kept == expected
+
+
+def _copy(row: Mapping[str, Any]) -> tuple[str, int, int]:
+    return row["event_id"], row["kafka_partition"], row["kafka_offset"]
