@@ -103,6 +103,10 @@ NEEDED = sorted(
 """The lake columns the views read: narrower rows through the shuffle and the cache."""
 
 
+POSITION, FIRST_POSITION = "_position", "_first_position"
+"""Working columns of ``first_copies``: a record's place in (partition, offset) order, and its id's first."""
+
+
 def first_copies(rows: DataFrame, ranges: dict[int, tuple[int, int]]) -> DataFrame:
     """Each event_id once: its first copy by (partition, offset), the rule ``views.deduplicated_sql`` states.
 
@@ -120,9 +124,6 @@ def first_copies(rows: DataFrame, ranges: dict[int, tuple[int, int]]) -> DataFra
     )
     first = f"{FIRST_POSITION} IS NULL OR {POSITION} = {FIRST_POSITION}"
     return numbered.join(repeated, "event_id", "left").where(first).drop(POSITION, FIRST_POSITION)
-
-
-POSITION, FIRST_POSITION = "_position", "_first_position"
 
 
 def position_sql(ranges: dict[int, tuple[int, int]]) -> str:
