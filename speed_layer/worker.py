@@ -103,7 +103,9 @@ class SpeedWorker:
         )
         self.connection = duck.connect()
         # a micro-batch is a few thousand rows: a second DuckDB thread costs more to coordinate than it saves,
-        # on cores shared with the decode thread, the broker and the producers (settle_all 10-20 % cheaper)
+        # on cores shared with the decode thread, the broker and the producers (a settle of 5,000 events 18 %
+        # cheaper; one of 60,000, a catch-up's size, 20 % dearer on an idle machine, but a replay runs a
+        # process per core, and `lambdactl bench replay` did not slow down)
         self.connection.execute("SET threads = 1")
         self.states: dict[int, PartitionState] = {}
         batch_ids = BatchIds(settings.batch_views_path, timedelta(seconds=settings.speed_clock_skew_seconds))
