@@ -7,9 +7,10 @@ Two sources, both exact (``plumbing.event_ids.IdSet``, 16 bytes an id):
   one lock across workers and each worker reads the others' new ids before it publishes, so of two
   copies counted at once on two partitions the first one published wins; the other is dropped before
   it is ever aggregated (``SpeedWorker._publish``). A copy is dropped only in favour of a count that is
-  published (or one in its own partition, published together): when this worker's own count on
-  another partition is not published yet, the partition waits at the copy (``Claim.stopped_at``).
-  So every published snapshot stands on published ones alone, whatever is lost or killed next.
+  published, one in its own partition (published together), or one on another partition of this
+  worker that it publishes first (``Claim.leaned_on``); when no such order works (the two partitions
+  lean on each other), the partition waits at the copy (``Claim.stopped_at``). So every published
+  snapshot stands on published ones alone, whatever is lost or killed next.
 - **the batch layer's**: the ids a batch version counted below its cutoff (``BatchIds``, from the
   manifest's id index, per period of event time). Copies share their event time, so an event can
   have a copy below the cutoff only if its time is no later than the version's creation (plus the
@@ -32,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from lambda_contracts.manifest import EMPTY, Manifest
-from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences, id_words
+from lambda_contracts.plumbing.event_ids import IdSet, Words, first_occurrences, id_words
 from lambda_contracts.speed_snapshot import PartitionSnapshot, partition_root
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,8 @@ class Claim:
     stopped_at: int | None
     """The offset of a copy of an own count not yet published on another partition: nothing from there on
     was looked at; read it again once that count is published (``None``: every row was decided)."""
+    leaned_on: frozenset[int] = frozenset()
+    """Own partitions whose unpublished counts copies were dropped for: they must be published first."""
 
 
 class Counted:
@@ -125,15 +128,23 @@ class Counted:
         self._tailed: dict[int, tuple[int, int]] = {}
         """Other partitions: (epoch, offset up to which their published ids are loaded)."""
 
-    def claim(self, partition: int, events: pa.Table, unpublished_from: Mapping[int, int] | None = None) -> Claim:
+    def claim(
+        self,
+        partition: int,
+        events: pa.Table,
+        unpublished_from: Mapping[int, int] | None = None,
+        may_lean_on: frozenset[int] = frozenset(),
+    ) -> Claim:
         """The events of ``partition`` to count: first copies whose id nobody counted yet, claimed for it.
 
         A copy is dropped only in favour of a count readers can already see (published by any worker,
-        or held from before a rebuild), or of an earlier one in the same partition (published with it).
-        If the only count is this worker's own, on another partition and not yet published
-        (``unpublished_from``: own partition -> offset its unpublished counts start at), nothing is
-        taken from that copy on: the partition waits there until the count is published, so no
-        publish of ``partition`` ever leans on one that might not happen (a rebalance, a crash).
+        or held from before a rebuild), of an earlier one in the same partition (published with it), or
+        of one in a partition of ``may_lean_on``, which the worker publishes before this one
+        (``Claim.leaned_on``). If the only count is this worker's own, on another partition and not yet
+        published (``unpublished_from``: own partition -> offset its unpublished counts start at), and
+        not one it may lean on, nothing is taken from that copy on: the partition waits there until
+        the count is published, so no publish of ``partition`` ever leans on one that might not happen
+        (a rebalance, a crash).
         """
         if not events.num_rows:
             return Claim(events, None)
@@ -155,15 +166,37 @@ class Counted:
         counted, not_visible = self.speed.classify_words(high, low, where=visible)
         keep = first_occurrences(ids) & ~counted & ~self.batch.counted(events)
         stopped_at = None
+        leaned: set[int] = set()
         if waiting_on and (not_visible & keep).any():  # own held copies are not visible either: tell them apart
             waits = self.speed.contains_words(high, low, where=unpublished) & keep
-            if waits.any():
-                first = int(np.argmax(waits))  # rows are in offset order
-                stopped_at = int(events.column("kafka_offset")[first].as_py())
-                keep[first:] = False
+            leans = {
+                other: self._counted_on(other, start, high, low, waits)
+                for other, start in waiting_on.items()
+                if other in may_lean_on
+            }
+            leans = {other: rows for other, rows in leans.items() if rows.any()}
+            lean_rows = np.logical_or.reduce(list(leans.values())) if leans else np.zeros_like(waits)
+            hard = waits & ~lean_rows
+            end = int(np.argmax(hard)) if hard.any() else len(keep)  # rows are in offset order
+            if end < len(keep):
+                stopped_at = int(events.column("kafka_offset")[end].as_py())
+                keep[end:] = False
+            keep[:end] &= ~lean_rows[:end]
+            leaned = {other for other, rows in leans.items() if rows[:end].any()}
         fresh = events if keep.all() else events.filter(pa.array(keep))
         self.speed.add(fresh.column("event_id"), partition, fresh.column("kafka_offset").to_numpy())
-        return Claim(fresh, stopped_at)
+        return Claim(fresh, stopped_at, frozenset(leaned))
+
+    def _counted_on(
+        self, other: int, start: int, high: Words, low: Words, rows: npt.NDArray[np.bool_]
+    ) -> npt.NDArray[np.bool_]:
+        """Which of ``rows`` partition ``other`` counted from ``start`` on (its unpublished counts)."""
+        found = np.zeros(len(rows), dtype=np.bool_)
+        if rows.any():
+            found[rows] = self.speed.contains_words(
+                high[rows], low[rows], where=lambda tags, offsets: (tags == other) & (offsets >= start)
+            )
+        return found
 
     def tail(self, speed_root: Path, snapshot: PartitionSnapshot) -> IdSet:
         """Load the ids another worker published for its partition since we last looked; returns them."""

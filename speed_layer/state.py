@@ -60,6 +60,9 @@ class PartitionState:
     hold_until: int = 0
     """A rebuild from below what was published is published only once it reaches this offset again:
     until then readers keep the previous snapshot, so no offset they see goes backwards."""
+    leans_on: set[int] = field(default_factory=set)
+    """Own partitions whose unpublished counts copies here were dropped for (``Claim.leaned_on``): they are
+    published before this one, and if they lose those counts, so does this one."""
     opened_at: float = field(default_factory=time.monotonic)
     changed: bool = False
     pending: list[pa.Table] = field(default_factory=list)
@@ -121,6 +124,7 @@ class PartitionState:
         self.published_to = min(self.published_to, offset)
         self.segments = [s for s in self.segments if s.end <= offset]
         self.open_rows, self.open_ids, self.pending = {}, [], []
+        self.leans_on = set()
         self.last_open_folder = None
         self.epoch += 1
 

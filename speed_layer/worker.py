@@ -8,7 +8,8 @@ cutoff), aggregates micro-batches, publishes state and offsets atomically at lea
 id neither the speed layer (any partition, any worker) nor the batch (below its cutoff) counted.
 Workers publish one at a time (a lock over the speed folder) and read each other's newly published
 ids first, so when two copies were counted at once on two workers, the one published first wins and
-the other is dropped before it is aggregated.
+the other is dropped before it is aggregated. On one worker, a copy of a count another of its partitions
+has not published yet is dropped at once, and that partition is published first (``_in_lean_order``).
 
 **Following the batch.** On a new batch version ``V`` the worker reconciles: if ``V`` counted below its
 cutoff an id this worker counts at or above it (a copy on another partition, counted by the speed
@@ -179,6 +180,7 @@ class SpeedWorker:
             del self.states[partition]  # the new owner resumes from what we published
             self._forget_reads(partition)
             self.counted.forget_tailed(partition)  # read back from what its new owner publishes
+            self._discard_leaning_on(partition)
         if assigned and self.first_assignment_at is None:
             self.first_assignment_at = time.monotonic()
         for partition in sorted(assigned - set(self.states)):
@@ -266,6 +268,8 @@ class SpeedWorker:
     def _restart_at(self, state: PartitionState, offset: int, why: str) -> None:
         log.warning("speed partition %d %s at offset %d", state.partition, why, offset)
         if offset < state.next_offset and state.sequence > 0:
+            # what it counted and did not publish was never visible: it blocks no copy elsewhere from here on
+            self.counted.speed.drop(state.partition, from_offset=max(offset, state.published_to))
             # readers keep what it published until the rebuild is back there; so do other partitions
             state.hold_until = max(state.hold_until, state.next_offset)
             self.counted.hold(state.partition, from_offset=offset)
@@ -274,6 +278,7 @@ class SpeedWorker:
         state.restart_at(offset)
         self._forget_reads(state.partition)
         self.consumer.seek(TopicPartition(self.topic, state.partition), offset)
+        self._discard_leaning_on(state.partition)
 
     # -- consuming and publishing -----------------------------------------------------------------
 
@@ -338,7 +343,8 @@ class SpeedWorker:
 
     def _claim(self, state: PartitionState, rows: pa.Table, end: int) -> None:
         """Count what ``Counted`` lets through; rows from a copy of an unpublished count of ours wait."""
-        claim = self.counted.claim(state.partition, rows, self._unpublished_from())
+        claim = self.counted.claim(state.partition, rows, self._unpublished_from(), self._may_lean_on(state.partition))
+        state.leans_on |= claim.leaned_on
         taken_to = end
         if claim.stopped_at is not None:  # waits at a copy of a count of ours not yet published
             offsets = rows.column("kafka_offset")
@@ -379,6 +385,57 @@ class SpeedWorker:
             if state is not None:
                 self._claim(state, rows, end)
 
+    def _may_lean_on(self, partition: int) -> frozenset[int]:
+        """Own partitions whose unpublished counts a copy on ``partition`` may be dropped for at once: they are
+        published before it in the same pass. Not one rebuilding (held back), nor one that leans on
+        ``partition`` itself, however indirectly (no order would put both first)."""
+        if not self.served:
+            return frozenset()
+        return frozenset(
+            other
+            for other, state in self.states.items()
+            if other != partition and not state.hold_until and partition not in self._leaned_on_by(other)
+        )
+
+    def _leaned_on_by(self, partition: int) -> set[int]:
+        """The partitions ``partition`` leans on, directly or through others."""
+        found: set[int] = set()
+        todo = [partition]
+        while todo:
+            state = self.states.get(todo.pop())
+            for other in state.leans_on - found if state is not None else ():
+                found.add(other)
+                todo.append(other)
+        return found
+
+    def _in_lean_order(self, publishing: set[int]) -> list[int]:
+        """``publishing`` and every partition it leans on, each after those it leans on; a partition leaning on
+        one that cannot be published now (rebuilding, lost: a safety net, see ``_discard_leaning_on``) is
+        left out until it can be."""
+        unpublishable = {p for p, s in self.states.items() if s.next_offset < s.hold_until}
+        chosen: set[int] = set()
+        for partition in publishing:
+            leaned = self._leaned_on_by(partition)
+            if not leaned & unpublishable and leaned <= set(self.states):
+                chosen |= {partition} | leaned  # a deferred one goes too: deferring it only saved a write
+        order: list[int] = []
+        while len(order) < len(chosen):
+            ready = sorted(p for p in chosen - set(order) if self.states[p].leans_on <= set(order))
+            if not ready:
+                raise RuntimeError(f"speed partitions {sorted(chosen - set(order))} lean on each other")
+            order += ready
+        return order
+
+    def _discard_leaning_on(self, partition: int) -> None:
+        """``partition`` lost counts it had not published (a rebuild, a revocation): copies other partitions
+        dropped for them must count again, so those partitions read again from the start of their open
+        segment (readers keep what they published meanwhile)."""
+        for state in list(self.states.values()):
+            if partition in state.leans_on and state.partition != partition:
+                self._restart_at(
+                    state, state.open_start, f"dropped copies of partition {partition}'s unpublished counts, gone: it"
+                )
+
     def _unpublished_from(self) -> dict[int, int]:
         """Own partition -> the offset from which what it counted is not published yet (none, unserved)."""
         if not self.served:
@@ -406,15 +463,18 @@ class SpeedWorker:
         with folder_lock(self.root):
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
-                for state in self.states.values():
-                    self.copies_elsewhere += state.drop_pending(published_elsewhere.contains)
+                for own in self.states.values():
+                    self.copies_elsewhere += own.drop_pending(published_elsewhere.contains)
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
-            publishing = {p for p, s in self.states.items() if s.next_offset >= s.hold_until and p not in defer}
-            settle_all([s for p, s in self.states.items() if p in publishing], self.connection)
-            for partition, state in list(self.states.items()):
-                if partition not in publishing:
-                    continue  # deferred, or rebuilding: its previous snapshot stays current until it is back there
+            ready = {p for p, s in self.states.items() if s.next_offset >= s.hold_until and p not in defer}
+            # deferred, or rebuilding: its previous snapshot stays current until it is back there
+            publishing = self._in_lean_order(ready)
+            settle_all([self.states[p] for p in publishing], self.connection)
+            for partition in publishing:
+                state = self.states.get(partition)
+                if state is None or state.next_offset < state.hold_until:
+                    continue  # lost, or rebuilding since it leaned on one lost in this publish
                 seal = state.seal_due(self.settings.speed_segment_seconds) or force
                 if not state.changed and not seal:
                     continue
@@ -426,12 +486,14 @@ class SpeedWorker:
                     del self.states[partition]
                     self._forget_reads(partition)
                     self.counted.forget_tailed(partition)  # read back from what its owner publishes
+                    self._discard_leaning_on(partition)
                     continue
                 except Exception as error:
                     if not out_of_space(error):
                         raise
                     self.space.failed(error)  # the state stays in memory, unpublished: retried later
                     return
+                state.leans_on.clear()  # the counts it leaned on were published before it
                 if state.hold_until:
                     log.info("speed partition %d rebuilt up to offset %d: published", partition, state.next_offset)
                     state.hold_until = 0

@@ -1,7 +1,10 @@
-"""A publish of the speed worker with copies waiting on another partition's unpublished count.
+"""A publish of the speed worker with copies of another partition's unpublished count.
 
-The waiting partition goes out once, after the partition it waits on, with its rows from the copy on
-(the copy dropped, as counted elsewhere); the partition it waits on is not written twice either.
+A copy of an own count not yet published is dropped at once when the count's partition goes out
+before the copy's in the same publish (readers see the count no later than the drop); the copy's
+partition waits only when that order is impossible (the two partitions lean on each other), and then
+goes out once more after the count it waits on. If the count's partition loses what it counted, the
+partition that leaned on it reads again from what it published.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from pathlib import Path
 from typing import cast
 
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, TopicPartition
 
+import speed_layer.worker
+from lambda_contracts.plumbing.event_ids import id_bytes
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from speed_layer.state import PartitionState
-from speed_layer.store import counted_ids
+from speed_layer.store import LostPartitionError, counted_ids, publish
 from speed_layer.worker import SpeedWorker
 from tests.fakes import FakeRecord
 from tests.speed_layer.test_state import decoded, valid_records
@@ -23,52 +28,150 @@ from tests.speed_layer.test_state import decoded, valid_records
 pytestmark = pytest.mark.unit
 
 
+class SeekingConsumer:
+    """The consumer calls a rebuild makes: where each partition was sent to read again."""
+
+    def __init__(self) -> None:
+        self.seeks: list[tuple[int, int]] = []
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        self.seeks.append((partition.partition, offset))
+
+
 def fresh_state(partition: int, offset: int) -> PartitionState:
     return PartitionState(partition, open_start=offset, next_offset=offset, cutoff=0, published_to=offset)
 
 
-def test_a_partition_waiting_on_a_copy_is_published_once_after_the_count_it_waits_on(tmp_path: Path) -> None:
-    worker = SpeedWorker(Settings(data_dir=tmp_path), consumer=cast(KafkaConsumer, object()))
+def worker_of_0_and_3(tmp_path: Path, consumer: object | None = None, served: bool = True) -> SpeedWorker:
+    """A worker owning partitions 0 (from offset 0) and 3 (from offset 1000), nothing read yet."""
+    kafka = cast(KafkaConsumer, consumer if consumer is not None else object())
+    worker = SpeedWorker(Settings(data_dir=tmp_path), consumer=kafka, served=served)
     worker.states = {0: fresh_state(0, 0), 3: fresh_state(3, 1000)}
+    return worker
+
+
+def published(worker: SpeedWorker) -> dict[int, tuple[int, int]]:
+    """Partition -> (sequence, next offset) of its current snapshot."""
+    root = worker.settings.speed_views_path
+    return {p: (s.sequence, s.next_offset) for p in (0, 3) if (s := read_snapshot(root, p))}
+
+
+def copies(records: list[FakeRecord], partition: int, first_offset: int) -> list[FakeRecord]:
+    """The same records resent on ``partition`` (keyless resends), from ``first_offset`` on."""
+    return [FakeRecord(r.value, first_offset + i, partition=partition) for i, r in enumerate(records)]
+
+
+def distinct_records(count: int) -> list[FakeRecord]:
+    """Records of ``count`` different events (the simulators resend some), at offsets 0, 1, ..."""
+    records = valid_records(2 * count)
+    ids = decoded(records).column("event_id").to_pylist()
+    first = [r for i, r in enumerate(records) if ids.index(ids[i]) == i][:count]
+    assert len(first) == count
+    return [FakeRecord(r.value, offset) for offset, r in enumerate(first)]
+
+
+def recording_publishes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    order: list[int] = []
+
+    def recorded(state: PartitionState, root: Path, seal: bool) -> object:
+        order.append(state.partition)
+        return publish(state, root, seal=seal)
+
+    monkeypatch.setattr(speed_layer.worker, "publish", recorded)
+    return order
+
+
+def counted_once(worker: SpeedWorker, partitions: tuple[int, ...], records: list[FakeRecord]) -> None:
+    root = worker.settings.speed_views_path
+    seen = [set(counted_ids(root, worker.states[p]).column("event_id").to_pylist()) for p in partitions]
+    assert sum(len(ids) for ids in seen) == len(set().union(*seen)), "a copy is counted once, wherever it lands"
+    assert set().union(*seen) == set(id_bytes(decoded(records).column("event_id")).to_pylist())
+
+
+def test_a_copy_of_an_unpublished_count_is_dropped_at_once_and_published_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = worker_of_0_and_3(tmp_path)
     items = valid_records(600)
     worker._claim(worker.states[0], decoded(items[:400]), 400)
-    resent = [FakeRecord(r.value, r.offset + 1000, partition=3) for r in items[150:600]]  # keyless resends
-    worker._claim(worker.states[3], decoded(resent), 1450)
-    assert 3 in worker._waiting, "partition 3 holds copies of what partition 0 counted and has not published"
+    worker._claim(worker.states[3], decoded(copies(items[150:600], 3, 1000)), 1450)
+    assert not worker._waiting and worker.copies_waited == 0, "partition 3 drops copies of 0's counts at once"
+    assert worker.states[3].leans_on == {0}
 
+    order = recording_publishes(monkeypatch)
     worker._publish(defer=frozenset(worker._waiting))  # what a due publish runs
     worker._publish_waiting()
 
-    root = worker.settings.speed_views_path
-    snapshots = {p: read_snapshot(root, p) for p in (0, 3)}
-    assert {p: s.sequence for p, s in snapshots.items() if s} == {0: 1, 3: 1}, "each partition written once"
-    assert {p: s.next_offset for p, s in snapshots.items() if s} == {0: 400, 3: 1450}
+    assert order == [0, 3], "the count's partition goes out first, each once"
+    assert published(worker) == {0: (1, 400), 3: (1, 1450)}
+    assert not worker.states[3].leans_on
+    counted_once(worker, (0, 3), items)
+
+
+def test_partitions_with_copies_of_each_other_s_unpublished_counts_wait_once_and_count_each_event_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker = worker_of_0_and_3(tmp_path)
+    items = distinct_records(600)
+    worker._claim(worker.states[0], decoded(items[:300]), 300)
+    worker._claim(worker.states[3], decoded(copies(items[300:600], 3, 1000)), 1300)
+    worker._claim(worker.states[0], decoded(copies(items[300:350], 0, 300)), 350)  # 0 leans on 3
+    worker._claim(worker.states[3], decoded(copies(items[0:50], 3, 1300)), 1350)  # 3 cannot lean on 0
+    assert worker.states[0].leans_on == {3} and set(worker._waiting) == {3}
+
+    order = recording_publishes(monkeypatch)
+    worker._publish(defer=frozenset(worker._waiting))
+    worker._publish_waiting()
+
+    assert order == [3, 0, 3], "3 goes out before 0, which leans on it, then with the copies it waited on"
+    assert published(worker) == {0: (1, 350), 3: (2, 1350)}
     assert not worker._waiting
-    on_zero, on_three = (set(counted_ids(root, worker.states[p]).column("event_id").to_pylist()) for p in (0, 3))
-    assert not on_zero & on_three, "a copy is counted once, wherever it lands"
-    everything = decoded(items).column("event_id")
-    assert len(on_zero | on_three) == len(set(everything.to_pylist()))
+    counted_once(worker, (0, 3), items)
+
+
+def test_a_partition_that_leaned_on_a_lost_partition_reads_again_from_what_it_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    consumer = SeekingConsumer()
+    worker = worker_of_0_and_3(tmp_path, consumer)
+    items = valid_records(400)
+    for state in worker.states.values():
+        state.changed = True  # as when taken: published at once, empty
+    worker._publish()
+    worker._claim(worker.states[0], decoded(items), 400)
+    worker._claim(worker.states[3], decoded(copies(items[100:400], 3, 1000)), 1300)
+    assert worker.states[3].leans_on == {0}
+
+    def lost_zero(state: PartitionState, root: Path, seal: bool) -> object:
+        if state.partition == 0:
+            raise LostPartitionError("partition 0 was published by another worker")
+        return publish(state, root, seal=seal)
+
+    monkeypatch.setattr(speed_layer.worker, "publish", lost_zero)
+    worker._publish()
+
+    assert 0 not in worker.states
+    three = worker.states[3]
+    assert (three.next_offset, three.hold_until) == (1000, 1300), "reads again from its open segment, held"
+    assert consumer.seeks[-1] == (3, 1000)
+    snapshot = read_snapshot(worker.settings.speed_views_path, 3)
+    assert snapshot is not None and snapshot.next_offset == 1000, "readers still see what it published"
+    ids = decoded(items).column("event_id")
+    assert not worker.counted.speed.contains(ids).any(), "nothing it counted unpublished blocks a copy"
 
 
 def test_an_unserved_worker_drops_a_copy_of_its_unpublished_count_at_once(tmp_path: Path) -> None:
     """A Kappa replay's worker: nobody reads its snapshots before the end, so a copy does not wait for the
     count's publish; each event still counts once, and one publish writes both partitions."""
-    worker = SpeedWorker(Settings(data_dir=tmp_path), consumer=cast(KafkaConsumer, object()), served=False)
-    worker.states = {0: fresh_state(0, 0), 3: fresh_state(3, 1000)}
+    worker = worker_of_0_and_3(tmp_path, served=False)
     items = valid_records(600)
     worker._claim(worker.states[0], decoded(items[:400]), 400)
-    resent = [FakeRecord(r.value, r.offset + 1000, partition=3) for r in items[150:600]]
-    worker._claim(worker.states[3], decoded(resent), 1450)
+    worker._claim(worker.states[3], decoded(copies(items[150:600], 3, 1000)), 1450)
     assert not worker._waiting and worker.copies_waited == 0
     assert worker.copies_elsewhere > 0, "the copies of partition 0's counts were dropped on partition 3"
+    assert not worker.states[3].leans_on, "nobody reads it before the end: no order to keep"
 
     worker._publish()
 
-    root = worker.settings.speed_views_path
-    assert {p: (s.sequence, s.next_offset) for p in (0, 3) if (s := read_snapshot(root, p))} == {
-        0: (1, 400),
-        3: (1, 1450),
-    }
-    on_zero, on_three = (set(counted_ids(root, worker.states[p]).column("event_id").to_pylist()) for p in (0, 3))
-    assert not on_zero & on_three
-    assert len(on_zero | on_three) == len(set(decoded(items).column("event_id").to_pylist()))
+    assert published(worker) == {0: (1, 400), 3: (1, 1450)}
+    counted_once(worker, (0, 3), items)
