@@ -103,6 +103,11 @@ class PartitionState:
         settle_all([self], connection)
 
     @property
+    def held_back(self) -> bool:
+        """A rebuild not yet back where it was published: not published until it is (``hold_until``)."""
+        return self.next_offset < self.hold_until
+
+    @property
     def open_segment_empty(self) -> bool:
         return self.next_offset == self.open_start
 

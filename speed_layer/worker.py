@@ -177,10 +177,7 @@ class SpeedWorker:
     def _follow_assignment(self) -> None:
         assigned = {tp.partition for tp in self.consumer.assignment() if tp.topic == self.topic}
         for partition in set(self.states) - assigned:
-            del self.states[partition]  # the new owner resumes from what we published
-            self._forget_reads(partition)
-            self.counted.forget_tailed(partition)  # read back from what its new owner publishes
-            self._discard_leaning_on(partition)
+            self._let_go(partition)  # the new owner resumes from what we published
         if assigned and self.first_assignment_at is None:
             self.first_assignment_at = time.monotonic()
         for partition in sorted(assigned - set(self.states)):
@@ -264,6 +261,14 @@ class SpeedWorker:
         else:
             self._restart_at(state, cutoff, "rebuilds from the batch cutoff (it fell inside a segment)")
         state.changed = True
+
+    def _let_go(self, partition: int) -> None:
+        """Stop owning ``partition`` (revoked, or another worker published it): its ids are read back from what
+        its owner publishes, and copies dropped for what we had not published count again."""
+        del self.states[partition]
+        self._forget_reads(partition)
+        self.counted.forget_tailed(partition)
+        self._discard_leaning_on(partition)
 
     def _restart_at(self, state: PartitionState, offset: int, why: str) -> None:
         log.warning("speed partition %d %s at offset %d", state.partition, why, offset)
@@ -412,7 +417,7 @@ class SpeedWorker:
         """``publishing`` and every partition it leans on, each after those it leans on; a partition leaning on
         one that cannot be published now (rebuilding, lost: a safety net, see ``_discard_leaning_on``) is
         left out until it can be."""
-        unpublishable = {p for p, s in self.states.items() if s.next_offset < s.hold_until}
+        unpublishable = {p for p, s in self.states.items() if s.held_back}
         chosen: set[int] = set()
         for partition in publishing:
             leaned = self._leaned_on_by(partition)
@@ -467,13 +472,13 @@ class SpeedWorker:
                     self.copies_elsewhere += own.drop_pending(published_elsewhere.contains)
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
-            ready = {p for p, s in self.states.items() if s.next_offset >= s.hold_until and p not in defer}
+            ready = {p for p, s in self.states.items() if not s.held_back and p not in defer}
             # deferred, or rebuilding: its previous snapshot stays current until it is back there
             publishing = self._in_lean_order(ready)
             settle_all([self.states[p] for p in publishing], self.connection)
             for partition in publishing:
                 state = self.states.get(partition)
-                if state is None or state.next_offset < state.hold_until:
+                if state is None or state.held_back:
                     continue  # lost, or rebuilding since it leaned on one lost in this publish
                 seal = state.seal_due(self.settings.speed_segment_seconds) or force
                 if not state.changed and not seal:
@@ -483,10 +488,7 @@ class SpeedWorker:
                     publish(state, self.root, seal=seal)
                 except LostPartitionError as lost:
                     log.warning("%s; dropping it", lost)
-                    del self.states[partition]
-                    self._forget_reads(partition)
-                    self.counted.forget_tailed(partition)  # read back from what its owner publishes
-                    self._discard_leaning_on(partition)
+                    self._let_go(partition)
                     continue
                 except Exception as error:
                     if not out_of_space(error):
