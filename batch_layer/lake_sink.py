@@ -11,7 +11,9 @@ partition over skips the bad records a crashed owner already kept there.
 
 Nothing happens inside rebalance callbacks (they run on kafka-python's IO loop): the main loop
 notices new partitions after each poll, and the lake's compare-and-swap rejects a commit for a
-partition that another sink has advanced meanwhile.
+partition that another sink has advanced meanwhile. A consumer that stays out of its group while
+it keeps polling (kafka-python once stayed "rebalancing" for minutes while the broker listed the
+group empty) is replaced by a new one: the lake, not the member, decides where it resumes.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
+from kafka.errors import CommitFailedError, RebalanceInProgressError
 
 from batch_layer.lake import FencedError, Lake
 from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
@@ -48,31 +52,41 @@ FETCH_MAX_WAIT_MS = 500
 so at low rates the broker answers a couple of fetches a second instead of one per producer request."""
 
 
+def sink_consumer(settings: Settings) -> KafkaConsumer:
+    """A member of the lake sink's consumer group."""
+    return new_consumer(
+        settings,
+        settings.lake_sink_group,
+        max_poll_records=MAX_POLL_RECORDS,
+        fetch_min_bytes=FETCH_MIN_BYTES,
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+    )
+
+
 @dataclass
 class SinkStats:
     commits: int = 0
     rows: int = 0
     rejected: int = 0
     fenced: int = 0
+    rejoins: int = 0
     committed_offsets: dict[int, int] = field(default_factory=dict)
 
 
 class LakeSink:
     """Consume the events topic into the lake until ``stop`` is set."""
 
-    def __init__(self, settings: Settings, consumer: KafkaConsumer | None = None) -> None:
+    def __init__(self, settings: Settings, group_consumer: Callable[[Settings], KafkaConsumer] = sink_consumer) -> None:
         self.settings = settings
         self.topic = settings.events_topic
         self.lake = Lake(settings.lake_path, self.topic)
         self.serde = WIRE  # every format producers may write, on one topic
         self.group = settings.lake_sink_group
-        self.consumer = consumer or new_consumer(
-            settings,
-            self.group,
-            max_poll_records=MAX_POLL_RECORDS,
-            fetch_min_bytes=FETCH_MIN_BYTES,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        )
+        self._group_consumer = group_consumer
+        self.consumer = group_consumer(settings)
+        self.rejoin_after_s = max(30.0, 3 * settings.consumer_session_timeout_ms / 1000)
+        """How long the group may refuse every offset mirror before the sink replaces its consumer."""
+        self._out_of_group_since: float | None = None
         self.dead_letters = DeadLetterPublisher(settings)
         self.stats = SinkStats()
         self._committed: dict[int, int] = {}  # partition -> next offset the lake holds
@@ -248,5 +262,38 @@ class LakeSink:
                 {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
                 timeout_ms=GROUP_COMMIT_TIMEOUT_MS,  # bounded: with Kafka gone it would retry forever
             )
+        except (RebalanceInProgressError, CommitFailedError) as error:  # not a member of the group now
+            log.warning("could not mirror lake offsets to the consumer group: %s", error)
+            self._out_of_group(error)
         except Exception as error:  # the lake is the source of truth; lag display can wait
             log.warning("could not mirror lake offsets to the consumer group: %s", error)
+        else:
+            self._out_of_group_since = None
+
+    def _out_of_group(self, error: Exception) -> None:
+        """Replace a consumer that polls on but has not been a member of the group for too long.
+
+        A rebalance normally ends within a session timeout or two; until then the group refuses
+        offsets. Called only after a lake commit, so nothing is buffered: the new consumer's
+        partitions start, like any gained partition, at the lake's offsets.
+        """
+        now = time.monotonic()
+        if self._out_of_group_since is None:
+            self._out_of_group_since = now
+            return
+        if now - self._out_of_group_since < self.rejoin_after_s:
+            return
+        log.warning(
+            "lake sink: group %s has refused every offset for %.0fs (%s) although the sink keeps polling; "
+            "joining again with a new consumer (see logs/kafka-client.log for the client's view)",
+            self.group,
+            now - self._out_of_group_since,
+            type(error).__name__,
+        )
+        self.consumer.close(autocommit=False, timeout_ms=GROUP_COMMIT_TIMEOUT_MS)
+        for partition in list(self._next):
+            self._forget(partition)
+        self.consumer = self._group_consumer(self.settings)
+        subscribe_when_known(self.consumer, self.topic)
+        self._out_of_group_since = None
+        self.stats.rejoins += 1

@@ -162,6 +162,8 @@ def configure(
     kafka_logger.addHandler(handler)
     kafka_logger.setLevel(logging.WARNING)
     kafka_logger.propagate = False
+    # Group membership (joins, assignments, leaving) is rare and is what explains a group that looks wrong.
+    logging.getLogger("kafka.coordinator").setLevel(logging.INFO)
 
 
 # -- broker ------------------------------------------------------------------------------------
