@@ -38,7 +38,7 @@ from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_of
 from lambda_contracts.schema_registry import events_catalog
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import read_snapshot
+from lambda_contracts.speed_snapshot import CURRENT, partition_root, read_snapshot
 from lambda_contracts.topics import platform_topics
 from serving_layer.query import query, serving_connection
 from sources.producer import BatchingProducer
@@ -126,6 +126,7 @@ def measure_freshness(
     worker = subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
     seen: dict[str, float] = {}
+    stages = _MarkerStages(settings)
     stop = threading.Event()
 
     def poll() -> None:
@@ -134,12 +135,13 @@ def measure_freshness(
             now = time.monotonic()
             for device in devices:
                 seen.setdefault(device, now)
+            stages.look_at_publishes()
             time.sleep(0.01)
 
+    poller = threading.Thread(target=poll, daemon=True)
     try:
         simulators = build_simulators(SOURCES, rate=rate / 3, serde=get_serde("json"), start=datetime.now(UTC), seed=3)
         producer = BatchingProducer(settings, settings.events_topic)
-        poller = threading.Thread(target=poll, daemon=True)
         started = time.monotonic()
         next_marker = started + 2.0  # let the worker join its group first
         counter = itertools.count()
@@ -149,8 +151,9 @@ def measure_freshness(
             now = time.monotonic()
             if now >= next_marker:
                 key, value = _marker(next(counter))
-                sent[key.decode()] = time.monotonic()
-                producer.send(key, value)
+                marker = key.decode()
+                sent[marker] = time.monotonic()
+                producer.send(key, value, delivered=stages.acknowledged(marker))
                 next_marker = now + MARKER_EVERY_S
                 if not poller.is_alive():
                     poller.start()
@@ -165,16 +168,84 @@ def measure_freshness(
         )
     finally:
         stop.set()
+        if poller.is_alive():
+            poller.join(timeout=30)  # its last poll ends before the caller closes what it polls through
         worker.terminate()
         worker.wait(timeout=60)
     latencies = [seen[m] - sent[m] for m in sent if m in seen]
+    split = stages.medians(sent, seen)
+    to_ms = {stage: f"{value * 1000:,.0f} ms" for stage, value in split.items()}
+    show(
+        f"  where a marker's time goes (medians): to the broker's acknowledgement {to_ms['to_broker']}, "
+        f"then into a speed publish {to_ms['to_publish']}, then visible {to_ms['to_visible']}"
+    )
     return {
         "achieved": report.rate,
         "markers": float(len(latencies)),
         "missing": float(len(sent) - len(latencies)),
         "p50": percentile(latencies, 0.5),
         "p99": percentile(latencies, 0.99),
+        **split,
     }
+
+
+class _MarkerStages:
+    """When each marker was acknowledged and published, to split produce-to-visible into its stages.
+
+    The producer's acknowledgement gives a marker's partition and offset; the speed snapshots say
+    when (``published_at``) a partition's publish first reached past that offset. Times are on the
+    monotonic clock of this process (a snapshot's wall time is converted with one fixed offset).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._speed_root = settings.speed_views_path
+        self._partitions = settings.topic_partitions
+        self._acked: dict[str, tuple[float, int, int]] = {}
+        self._publishes: dict[int, list[tuple[int, float]]] = {p: [] for p in range(self._partitions)}
+        self._sequences: dict[int, int] = {}
+        self._wall_to_monotonic = time.monotonic() - time.time()
+
+    def acknowledged(self, marker: str) -> Callable[[int, int], None]:
+        def record(partition: int, offset: int) -> None:
+            self._acked[marker] = (time.monotonic(), partition, offset)
+
+        return record
+
+    def look_at_publishes(self) -> None:
+        """Note every new snapshot: polled often enough to see each publish (one per ``speed_publish_ms``)."""
+        for partition in range(self._partitions):
+            try:
+                sequence = int((partition_root(self._speed_root, partition) / CURRENT).read_text())
+            except (FileNotFoundError, ValueError):
+                continue
+            if self._sequences.get(partition) == sequence:
+                continue
+            snapshot = read_snapshot(self._speed_root, partition)
+            if snapshot is None:
+                continue
+            self._sequences[partition] = snapshot.sequence
+            published = datetime.fromisoformat(snapshot.published_at).timestamp() + self._wall_to_monotonic
+            self._publishes[partition].append((snapshot.next_offset, published))
+
+    def _published(self, partition: int, offset: int) -> float | None:
+        return next((at for next_offset, at in self._publishes[partition] if next_offset > offset), None)
+
+    def medians(self, sent: dict[str, float], seen: dict[str, float]) -> dict[str, float]:
+        to_broker, to_publish, to_visible = [], [], []
+        for marker, (acked, partition, offset) in self._acked.items():
+            published = self._published(partition, offset)
+            if published is None or marker not in seen:
+                continue
+            to_broker.append(acked - sent[marker])
+            to_publish.append(published - acked)
+            to_visible.append(seen[marker] - published)
+        if not to_broker:
+            return {"to_broker": float("nan"), "to_publish": float("nan"), "to_visible": float("nan")}
+        return {
+            "to_broker": statistics.median(to_broker),
+            "to_publish": statistics.median(to_publish),
+            "to_visible": statistics.median(to_visible),
+        }
 
 
 def _bare_parse(serde: str) -> Callable[[bytes], object]:

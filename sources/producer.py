@@ -66,8 +66,17 @@ class BatchingProducer:
         self._partitions = self._partition_count()
         self._closed = False
 
-    def send(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Queue one record; raises ``DeliveryError`` once any earlier record has failed."""
+    def send(
+        self,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None = None,
+        delivered: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Queue one record; raises ``DeliveryError`` once any earlier record has failed.
+
+        ``delivered(partition, offset)`` is called when this record is acknowledged, if given.
+        """
         if self._first_error is not None:
             self._raise_failures()
         stats = self.stats
@@ -82,6 +91,8 @@ class BatchingProducer:
         future.add_errback(self._failed)
         if self._on_delivery is not None:
             future.add_callback(self._delivered, key)
+        if delivered is not None:
+            future.add_callback(lambda metadata: delivered(metadata.partition, metadata.offset))
 
     def flush(self, timeout_s: float | None = None) -> DeliveryStats:
         """Wait until every queued record is acknowledged; raises ``DeliveryError`` if any failed."""
