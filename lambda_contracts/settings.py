@@ -91,7 +91,7 @@ class Settings(BaseSettings):
     speed_group: str = "speed"
     speed_publish_ms: int = Field(500, ge=50, description="Publish state and offsets at least this often.")
     speed_fetch_max_wait_ms: int = Field(
-        100, ge=0, description="A fetch waits this long for 64 KiB of records: fewer, larger fetches at low rates."
+        100, ge=0, description="A fetch waits this long for 16 KiB of records: fewer, larger fetches at low rates."
     )
     speed_segment_seconds: float = Field(5.0, gt=0, description="Seal a segment (a cutoff boundary) this often.")
     speed_prune_grace_seconds: float = Field(60.0, ge=0, description="Keep state below a new cutoff this long.")
