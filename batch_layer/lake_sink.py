@@ -262,11 +262,10 @@ class LakeSink:
                 {TopicPartition(self.topic, p): OffsetAndMetadata(o, "", -1) for p, o in offsets.items()},
                 timeout_ms=GROUP_COMMIT_TIMEOUT_MS,  # bounded: with Kafka gone it would retry forever
             )
-        except (RebalanceInProgressError, CommitFailedError) as error:  # not a member of the group now
-            log.warning("could not mirror lake offsets to the consumer group: %s", error)
-            self._out_of_group(error)
         except Exception as error:  # the lake is the source of truth; lag display can wait
             log.warning("could not mirror lake offsets to the consumer group: %s", error)
+            if isinstance(error, RebalanceInProgressError | CommitFailedError):  # not a member of the group now
+                self._out_of_group(error)
         else:
             self._out_of_group_since = None
 

@@ -38,7 +38,7 @@ from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_of
 from lambda_contracts.schema_registry import events_catalog
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import CURRENT, partition_root, read_snapshot
+from lambda_contracts.speed_snapshot import PartitionSnapshot, current_sequence, read_snapshot, snapshot_path
 from lambda_contracts.topics import platform_topics
 from serving_layer.query import query, serving_connection
 from sources.producer import BatchingProducer
@@ -214,16 +214,14 @@ class _MarkerStages:
     def look_at_publishes(self) -> None:
         """Note every new snapshot: polled often enough to see each publish (one per ``speed_publish_ms``)."""
         for partition in range(self._partitions):
+            sequence = current_sequence(self._speed_root, partition)
+            if not sequence or self._sequences.get(partition) == sequence:
+                continue
             try:
-                sequence = int((partition_root(self._speed_root, partition) / CURRENT).read_text())
-            except (FileNotFoundError, ValueError):
+                snapshot = PartitionSnapshot.from_json(snapshot_path(self._speed_root, partition, sequence).read_text())
+            except FileNotFoundError:  # replaced and removed since: the next look sees its successor
                 continue
-            if self._sequences.get(partition) == sequence:
-                continue
-            snapshot = read_snapshot(self._speed_root, partition)
-            if snapshot is None:
-                continue
-            self._sequences[partition] = snapshot.sequence
+            self._sequences[partition] = sequence
             published = datetime.fromisoformat(snapshot.published_at).timestamp() + self._wall_to_monotonic
             self._publishes[partition].append((snapshot.next_offset, published))
 

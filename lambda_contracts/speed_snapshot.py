@@ -105,11 +105,17 @@ def snapshot_path(speed_root: Path, partition: int, sequence: int) -> Path:
     return partition_root(speed_root, partition) / "snapshots" / f"{sequence:012d}.json"
 
 
+def current_sequence(speed_root: Path, partition: int) -> int:
+    """The sequence of the partition's current snapshot (0: never published)."""
+    try:
+        return int((partition_root(speed_root, partition) / CURRENT).read_text().strip())
+    except FileNotFoundError:
+        return 0
+
+
 def read_snapshot(speed_root: Path, partition: int) -> PartitionSnapshot | None:
     """The partition's published snapshot, or None if the speed layer never published it."""
-    root = partition_root(speed_root, partition)
-    try:
-        sequence = int((root / CURRENT).read_text().strip())
-    except FileNotFoundError:
+    sequence = current_sequence(speed_root, partition)
+    if not sequence:
         return None
     return PartitionSnapshot.from_json(snapshot_path(speed_root, partition, sequence).read_text())

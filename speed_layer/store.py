@@ -23,6 +23,7 @@ from lambda_contracts.speed_snapshot import (
     SWITCH_LOCK,
     PartitionSnapshot,
     Segment,
+    current_sequence,
     partition_root,
     read_snapshot,
     snapshot_path,
@@ -40,13 +41,6 @@ IDS_GLOB = "ids-*.parquet"
 
 class LostPartitionError(RuntimeError):
     """Another worker published this partition since we did: our state is stale."""
-
-
-def current_sequence(speed_root: Path, partition: int) -> int:
-    try:
-        return int((partition_root(speed_root, partition) / CURRENT).read_text().strip())
-    except FileNotFoundError:
-        return 0
 
 
 def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSnapshot:
