@@ -164,11 +164,13 @@ class Counted:
         ids = events.column("event_id")
         high, low = id_words(ids)
         counted, not_visible = self.speed.classify_words(high, low, where=visible)
-        keep = first_occurrences(ids) & ~counted & ~self.batch.counted(events)
+        keep = first_occurrences(high, low) & ~counted & ~self.batch.counted(events)
         stopped_at = None
         leaned: set[int] = set()
-        if waiting_on and (not_visible & keep).any():  # own held copies are not visible either: tell them apart
-            waits = self.speed.contains_words(high, low, where=unpublished) & keep
+        candidates = not_visible & keep if waiting_on else not_visible[:0]
+        if candidates.any():  # own held copies are not visible either: tell them apart
+            waits = np.zeros(len(keep), dtype=np.bool_)  # only the candidates are looked up again
+            waits[candidates] = self.speed.contains_words(high[candidates], low[candidates], where=unpublished)
             leans = {
                 other: self._counted_on(other, start, high, low, waits)
                 for other, start in waiting_on.items()
@@ -183,8 +185,12 @@ class Counted:
                 keep[end:] = False
             keep[:end] &= ~lean_rows[:end]
             leaned = {other for other, rows in leans.items() if rows[:end].any()}
-        fresh = events if keep.all() else events.filter(pa.array(keep))
-        self.speed.add(fresh.column("event_id"), partition, fresh.column("kafka_offset").to_numpy())
+        offsets = events.column("kafka_offset").to_numpy()
+        if keep.all():
+            self.speed.add_words(high, low, partition, offsets)
+            return Claim(events, stopped_at, frozenset(leaned))
+        fresh = events.filter(pa.array(keep))
+        self.speed.add_words(high[keep], low[keep], partition, offsets[keep])
         return Claim(fresh, stopped_at, frozenset(leaned))
 
     def _counted_on(

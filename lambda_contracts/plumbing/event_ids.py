@@ -56,13 +56,21 @@ def id_words(ids: pa.Array | pa.ChunkedArray) -> tuple[Words, Words]:
     return words[:, 0].copy(), words[:, 1].copy()
 
 
-def first_occurrences(ids: pa.Array | pa.ChunkedArray) -> npt.NDArray[np.bool_]:
-    """For each row, whether it is the first row with its id (rows in offset order: the first copy)."""
-    high, low = id_words(ids)
+def first_occurrences(high: Words, low: Words) -> npt.NDArray[np.bool_]:
+    """For each id (as words, rows in offset order), whether it is the first row with it: the first copy.
+
+    Sorting by the high word alone (stable, so copies stay in offset order) is exact unless two different
+    ids share one, which random ids almost never do: then it sorts by both words."""
     count = len(high)
-    order = np.lexsort((np.arange(count), low, high))
+    order = np.argsort(high, kind="stable")
+    sorted_high, sorted_low = high[order], low[order]
+    same_high = sorted_high[1:] == sorted_high[:-1]
+    if (same_high & (sorted_low[1:] != sorted_low[:-1])).any():
+        order = np.lexsort((np.arange(count), low, high))
+        sorted_high, sorted_low = high[order], low[order]
+        same_high = sorted_high[1:] == sorted_high[:-1]
     starts = np.ones(count, dtype=np.bool_)
-    starts[1:] = (high[order][1:] != high[order][:-1]) | (low[order][1:] != low[order][:-1])
+    starts[1:] = ~(same_high & (sorted_low[1:] == sorted_low[:-1]))
     first = np.zeros(count, dtype=np.bool_)
     first[order[starts]] = True
     return first
@@ -81,17 +89,16 @@ class IdSet:
     def __len__(self) -> int:
         return sum(len(run["high"]) for run in self._runs)
 
-    def add(self, ids: pa.Array | pa.ChunkedArray, partition: int = -1, offsets: Iterable[int] | None = None) -> None:
-        high, low = id_words(ids)
+    def add(self, ids: pa.Array | pa.ChunkedArray, partition: int = -1, offsets: npt.ArrayLike | None = None) -> None:
+        self.add_words(*id_words(ids), partition=partition, offsets=offsets)
+
+    def add_words(self, high: Words, low: Words, partition: int = -1, offsets: npt.ArrayLike | None = None) -> None:
+        """``add`` for ids already split into words (a caller that looked them up first)."""
         if not len(high):
             return
-        order = np.lexsort((low, high))
+        order = np.argsort(high, kind="stable")  # runs are sorted by the high word; lookups compare both
         where = np.full(len(high), partition, dtype=np.int32)
-        at = (
-            np.fromiter(offsets, dtype=np.int64, count=len(high))
-            if offsets is not None
-            else np.zeros(len(high), np.int64)
-        )
+        at = np.zeros(len(high), np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
         self._runs.append({"high": high[order], "low": low[order], "partition": where[order], "offset": at[order]})
         self._settle()
 
@@ -114,22 +121,33 @@ class IdSet:
         self, high: Words, low: Words, where: Where | None = None
     ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """One search, two answers per id: held in a copy ``where`` accepts; held in a copy it does not."""
+        if not self._runs:
+            return np.zeros(len(high), dtype=np.bool_), np.zeros(len(high), dtype=np.bool_)
+        # binary searches of keys in ascending order are several times faster (numpy narrows each search
+        # from the previous key's answer, and touches memory in order): search sorted, answer in place
+        order = np.argsort(high)
+        high, low = high[order], low[order]
         accepted = np.zeros(len(high), dtype=np.bool_)
         other = np.zeros(len(high), dtype=np.bool_)
         for run in self._runs:
             run_high, run_low = run["high"], run["low"]
-            start = np.searchsorted(run_high, high, side="left")
-            end = np.searchsorted(run_high, high, side="right")
-            for step in range(int((end - start).max(initial=0))):  # equal high words: almost never more than one
-                index = np.minimum(start + step, len(run_high) - 1)
-                hit = (start + step < end) & (run_low[index] == low)
+            index = np.searchsorted(run_high, high, side="left")
+            same = index < len(run_high)
+            while same.any():  # each copy with an equal high word (almost never more than one)
+                index = np.minimum(index, len(run_high) - 1)
+                same &= run_high[index] == high
+                hit = same & (run_low[index] == low)
                 if where is None:
                     accepted |= hit
                 elif hit.any():
                     ok = where(run["partition"][index], run["offset"][index])
                     accepted |= hit & ok
                     other |= hit & ~ok
-        return accepted, other
+                index = index + 1
+                same &= index < len(run_high)
+        in_place = np.empty_like(accepted), np.empty_like(other)
+        in_place[0][order], in_place[1][order] = accepted, other
+        return in_place
 
     def retag(self, partition: int, from_offset: int, tag: int) -> None:
         """Move what ``partition`` counted from ``from_offset`` on under another tag (kept, not dropped)."""
@@ -168,7 +186,7 @@ class IdSet:
         while len(self._runs) > 1 and len(self._runs[-2]["high"]) <= 2 * len(self._runs[-1]["high"]):
             last, before = self._runs.pop(), self._runs.pop()
             merged = {name: np.concatenate([before[name], last[name]]) for name in last}
-            order = np.lexsort((merged["low"], merged["high"]))
+            order = np.argsort(merged["high"], kind="stable")  # two sorted runs: a linear merge
             self._runs.append({name: values[order] for name, values in merged.items()})
 
     @classmethod

@@ -1,0 +1,70 @@
+"""Property: ``IdSet`` and ``first_occurrences`` answer exactly what a Python set and a first-seen scan do.
+
+Ids are drawn from a small pool whose members share high words in pairs, so the rare case of
+two different ids with one high word (the lookups compare both words) is drawn often.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences, id_words
+
+pytestmark = pytest.mark.unit
+
+HIGHS = [f"{i:08x}-0000-4000" for i in range(6)]
+POOL = [str(uuid.UUID(f"{high}-8000-{low:012x}")) for high in HIGHS for low in (1, 2)]
+"""Twelve ids, two per high word."""
+
+ids_lists = st.lists(st.sampled_from(POOL), max_size=30)
+counted = st.tuples(ids_lists, st.integers(0, 3))
+"""Ids counted on one partition (0-3), at consecutive offsets."""
+
+
+def _words(ids: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    return id_words(pa.array(ids, pa.string()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(adds=st.lists(counted, max_size=8), asked=ids_lists, partition=st.integers(0, 3), start=st.integers(0, 20))
+def test_an_id_set_holds_what_was_added_and_tells_where(
+    adds: list[tuple[list[str], int]], asked: list[str], partition: int, start: int
+) -> None:
+    held = IdSet()
+    model: list[tuple[str, int, int]] = []
+    for ids, on in adds:
+        offsets = list(range(len(ids)))
+        if ids:
+            held.add_words(*_words(ids), partition=on, offsets=offsets)
+        model += [(i, on, at) for i, at in zip(ids, offsets, strict=True)]
+
+    def where(tags: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+        return np.asarray((tags == partition) & (offsets >= start))
+
+    accepted, other = held.classify_words(*_words(asked), where=where)
+    for index, asked_id in enumerate(asked):
+        copies = [(on, at) for i, on, at in model if i == asked_id]
+        assert accepted[index] == any(on == partition and at >= start for on, at in copies)
+        assert other[index] == any(not (on == partition and at >= start) for on, at in copies)
+    assert list(held.contains(pa.array(asked, pa.string()))) == [any(i == a for i, _, _ in model) for a in asked]
+
+    held.drop(partition, below=start)
+    left = {i for i, on, at in model if not (on == partition and at < start)}
+    assert list(held.contains(pa.array(POOL, pa.string()))) == [i in left for i in POOL]
+
+
+@settings(max_examples=300, deadline=None)
+@given(ids=ids_lists)
+def test_first_occurrences_marks_each_ids_first_row(ids: list[str]) -> None:
+    seen: set[str] = set()
+    expected = []
+    for i in ids:
+        expected.append(i not in seen)
+        seen.add(i)
+    assert list(first_occurrences(*_words(ids))) == expected
