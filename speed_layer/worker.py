@@ -27,7 +27,7 @@ import shutil
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -63,6 +63,10 @@ FETCH_MIN_BYTES = 16 * 1024
 Records arrive compressed (zstd: ~60 bytes an event), so at 10,000 events/s 16 KiB take ~27 ms; 64 KiB took
 longer than the wait itself, and a record fetched after a publish tick waits for the next one."""
 FOLLOW_BATCH_EVERY_S = 0.2
+PUBLISH_THREADS = 3
+"""Partitions published at once: a partition's publish is mostly Parquet encoding and fsyncs, which release
+the GIL (six partitions one after another took ~100 ms at 10,000 events/s, and a partition's events waited
+for the ones before it)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,7 @@ class SpeedWorker:
         self._batch_checked_at = 0.0
         self._garbage: list[tuple[float, Path]] = []
         self._decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="speed-decode")
+        self._writers = ThreadPoolExecutor(max_workers=PUBLISH_THREADS, thread_name_prefix="speed-publish")
         self._in_flight: InFlight | None = None
         self._pending: list[KafkaRecord] = []
         self._pending_ranges: dict[int, tuple[int, int]] = {}
@@ -167,6 +172,7 @@ class SpeedWorker:
             self.published_all_at = time.monotonic()
         finally:
             self._decoder.shutdown(wait=True, cancel_futures=True)
+            self._writers.shutdown(wait=True)
             self.consumer.close(autocommit=False)
 
     def reached_until(self) -> bool:
@@ -416,23 +422,26 @@ class SpeedWorker:
                 todo.append(other)
         return found
 
-    def _in_lean_order(self, publishing: set[int]) -> list[int]:
-        """``publishing`` and every partition it leans on, each after those it leans on; a partition leaning on
-        one that cannot be published now (rebuilding, lost: a safety net, see ``_discard_leaning_on``) is
-        left out until it can be."""
+    def _in_lean_order(self, publishing: set[int]) -> list[list[int]]:
+        """``publishing`` and every partition it leans on, in waves: each partition after those it leans on,
+        none leaning on another of its wave (so a wave's partitions may be published at once). A partition
+        leaning on one that cannot be published now (rebuilding, lost: a safety net, see
+        ``_discard_leaning_on``) is left out until it can be."""
         unpublishable = {p for p, s in self.states.items() if s.held_back}
         chosen: set[int] = set()
         for partition in publishing:
             leaned = self._leaned_on_by(partition)
             if not leaned & unpublishable and leaned <= set(self.states):
                 chosen |= {partition} | leaned  # a deferred one goes too: deferring it only saved a write
-        order: list[int] = []
-        while len(order) < len(chosen):
-            ready = sorted(p for p in chosen - set(order) if self.states[p].leans_on <= set(order))
+        waves: list[list[int]] = []
+        done: set[int] = set()
+        while len(done) < len(chosen):
+            ready = sorted(p for p in chosen - done if self.states[p].leans_on <= done)
             if not ready:
-                raise RuntimeError(f"speed partitions {sorted(chosen - set(order))} lean on each other")
-            order += ready
-        return order
+                raise RuntimeError(f"speed partitions {sorted(chosen - done)} lean on each other")
+            waves.append(ready)
+            done |= set(ready)
+        return waves
 
     def _discard_leaning_on(self, partition: int) -> None:
         """``partition`` lost counts it had not published (a rebuild, a revocation): copies other partitions
@@ -477,38 +486,50 @@ class SpeedWorker:
             # copies another worker publishes first can still be dropped from them
             ready = {p for p, s in self.states.items() if not s.held_back and p not in defer}
             # deferred, or rebuilding: its previous snapshot stays current until it is back there
-            publishing = self._in_lean_order(ready)
-            settle_all([self.states[p] for p in publishing], self.connection)
-            for partition in publishing:
-                state = self.states.get(partition)
-                if state is None or state.held_back:
-                    continue  # lost, or rebuilding since it leaned on one lost in this publish
-                seal = state.seal_due(self.settings.speed_segment_seconds) or force
-                if not state.changed and not seal:
-                    continue
-                previous_open = state.last_open_folder
-                try:
-                    publish(state, self.root, seal=seal)
-                except LostPartitionError as lost:
-                    log.warning("%s; dropping it", lost)
-                    self._let_go(partition)
-                    continue
-                except Exception as error:
-                    if not out_of_space(error):
-                        raise
-                    self.space.failed(error)  # the state stays in memory, unpublished: retried later
-                    return
-                state.leans_on.clear()  # the counts it leaned on were published before it
-                if state.hold_until:
-                    log.info("speed partition %d rebuilt up to offset %d: published", partition, state.next_offset)
-                    state.hold_until = 0
-                    self.counted.release(partition)
-                if previous_open is not None and previous_open != state.last_open_folder:
-                    superseded = partition_root(self.root, partition) / previous_open
-                    self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)
+            waves = self._in_lean_order(ready)
+            settle_all([self.states[p] for wave in waves for p in wave], self.connection)
+            for wave in waves:
+                if not self._publish_wave(wave, force):
+                    return  # the disk is full: what leans on this wave waits with it
         if self.space.waiting:
             self.space.succeeded()
             self.consumer.resume(*self.consumer.assignment())
+
+    def _publish_wave(self, wave: list[int], force: bool) -> bool:
+        """Publish the changed partitions of ``wave`` at once (their writes and fsyncs overlap: none leans on
+        another); False if the disk is full (those that failed stay in memory, retried later)."""
+        writes: dict[int, tuple[str | None, Future[object]]] = {}
+        for partition in wave:
+            state = self.states.get(partition)
+            if state is None or state.held_back:
+                continue  # lost, or rebuilding since it leaned on one lost in this publish
+            seal = state.seal_due(self.settings.speed_segment_seconds) or force
+            if state.changed or seal:
+                writes[partition] = (state.last_open_folder, self._writers.submit(publish, state, self.root, seal))
+        wait([write for _, write in writes.values()])  # all done before any outcome changes the states
+        full = False
+        for partition, (previous_open, write) in writes.items():
+            error = write.exception()
+            if isinstance(error, LostPartitionError):
+                log.warning("%s; dropping it", error)
+                self._let_go(partition)
+                continue
+            if error is not None:
+                if not out_of_space(error):
+                    raise error
+                self.space.failed(error)  # the state stays in memory, unpublished: retried later
+                full = True
+                continue
+            state = self.states[partition]
+            state.leans_on.clear()  # the counts it leaned on were published before it
+            if state.hold_until:
+                log.info("speed partition %d rebuilt up to offset %d: published", partition, state.next_offset)
+                state.hold_until = 0
+                self.counted.release(partition)
+            if previous_open is not None and previous_open != state.last_open_folder:
+                superseded = partition_root(self.root, partition) / previous_open
+                self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)
+        return not full
 
     def _tail_others(self) -> IdSet:
         """Ids other workers published since we last looked (their partitions only)."""
