@@ -246,6 +246,16 @@ class Platform:
         with (self.folder / f"{name}.log").open("ab") as out:
             return subprocess.Popen([sys.executable, "-m", "lambdactl", *command], env=self.env, stdout=out, stderr=out)
 
+    def stop_one(self, name: str) -> None:
+        """Stop one service cleanly (it finishes what it holds), for a measure that needs it gone."""
+        process = self.processes[name]
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
     def kill(self, name: str) -> None:
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
