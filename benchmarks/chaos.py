@@ -248,13 +248,8 @@ class Platform:
 
     def stop_one(self, name: str) -> None:
         """Stop one service cleanly (it finishes what it holds), for a measure that needs it gone."""
-        process = self.processes[name]
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        self.processes[name].terminate()
+        _wait_or_kill(self.processes[name])
 
     def kill(self, name: str) -> None:
         process = self.processes[name]
@@ -325,11 +320,16 @@ class Platform:
             if process.poll() is None:
                 process.terminate()
         for process in [*self.processes.values(), *([self.batch] if self.batch else [])]:
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _wait_or_kill(process)
+
+
+def _wait_or_kill(process: subprocess.Popen[bytes]) -> None:
+    """Wait for a process asked to stop; kill it if it has not stopped within a minute."""
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def run_chaos(

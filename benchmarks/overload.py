@@ -44,9 +44,9 @@ BACKLOG = 300_000
 """Records produced at once to measure how fast the consumers drain a backlog."""
 RECOVERY_LIMIT_S = 1800.0
 PRODUCERS = 2
+"""Simulator processes offering the overload: one Python process alone cannot offer it on two cores."""
 CONSUMERS = {"lake": "lake-sink", "speed": "speed-1"}
 """Position name -> the process that advances it."""
-"""Simulator processes offering the overload: one Python process alone cannot offer it on two cores."""
 
 
 @dataclass
