@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     )
     speed_segment_seconds: float = Field(5.0, gt=0, description="Seal a segment (a cutoff boundary) this often.")
     speed_prune_grace_seconds: float = Field(60.0, ge=0, description="Keep state below a new cutoff this long.")
+    speed_rebuild_memory_events: int = Field(
+        100_000, ge=1, description="A rebuilding partition keeps this many raw events in memory; more wait on disk."
+    )
     speed_superseded_grace_seconds: float = Field(
         10.0, ge=0, description="Keep an open segment's files this long after a newer publish replaced them."
     )

@@ -11,6 +11,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import duckdb
@@ -23,6 +24,7 @@ from lambda_contracts.columns import EVENT_SCHEMA
 from lambda_contracts.plumbing.event_ids import ID_BYTES, id_bytes
 from lambda_contracts.speed_snapshot import Segment
 from lambda_contracts.views import VIEWS
+from speed_layer.spill import Spill
 
 ID_SCHEMA = pa.schema([pa.field("event_id", ID_BYTES, nullable=False), EVENT_SCHEMA.field("kafka_offset")])
 """What a segment records of each event it counted (16 bytes an id), for deduplication anywhere."""
@@ -67,6 +69,9 @@ class PartitionState:
     changed: bool = False
     pending: list[pa.Table] = field(default_factory=list)
     """New events not yet aggregated: they are aggregated together at the next ``settle``."""
+    pending_rows: int = 0
+    spill: Spill | None = None
+    """Where a rebuild's pending events go beyond a limit (``spill_if_large``); None: in memory."""
     last_open_folder: str | None = None
     """Where the last publish wrote the still-open segment (superseded by the next publish)."""
 
@@ -79,6 +84,7 @@ class PartitionState:
             self.opened_at = time.monotonic()
         if fresh.num_rows:
             self.pending.append(fresh)
+            self.pending_rows += fresh.num_rows
             ids = id_bytes(fresh.column("event_id"))
             self.open_ids.append(pa.table([ids, fresh.column("kafka_offset")], schema=ID_SCHEMA))
         self.next_offset = end_offset
@@ -86,17 +92,33 @@ class PartitionState:
         return int(fresh.num_rows)
 
     def drop_pending(self, counted_elsewhere: Callable[[pa.Array], npt.NDArray[np.bool_]]) -> int:
-        """Un-count pending events another partition published first; returns how many."""
+        """Un-count pending events (in memory or spilled) another partition published first; returns how many."""
         dropped = 0
         for index, chunk in enumerate(self.pending):
             gone = counted_elsewhere(chunk.column("event_id"))
             if gone.any():
                 dropped += int(gone.sum())
                 self.pending[index] = chunk.filter(pa.array(~gone))
-        if dropped:
+        self.pending_rows -= dropped
+        if dropped or (self.spill is not None and self.spill.files):
             ids = pa.concat_tables(self.open_ids)
-            self.open_ids = [ids.filter(pa.array(~counted_elsewhere(ids.column("event_id"))))]
+            gone = counted_elsewhere(ids.column("event_id"))
+            if gone.any():
+                if self.spill is not None and self.spill.files:  # the open ids are the spilled and pending ones
+                    self.spill.retract(ids.column("event_id").filter(pa.array(gone)))
+                    dropped = int(gone.sum())
+                self.open_ids = [ids.filter(pa.array(~gone))]
         return dropped
+
+    def spill_if_large(self, folder: Path, limit: int) -> None:
+        """A rebuild (held back, so not aggregated until it is published) keeps fewer than ``limit`` raw events in
+        memory (and a micro-batch): the rest wait in ``folder``."""
+        if not self.held_back or self.pending_rows < limit:
+            return
+        if self.spill is None:
+            self.spill = Spill(folder / f"partition-{self.partition}")
+        self.spill.write(self.pending)
+        self.pending, self.pending_rows = [], 0
 
     def settle(self, connection: duckdb.DuckDBPyConnection) -> None:
         """Aggregate the pending events into the open segment."""
@@ -128,10 +150,15 @@ class PartitionState:
         self.open_start = self.next_offset = offset
         self.published_to = min(self.published_to, offset)
         self.segments = [s for s in self.segments if s.end <= offset]
-        self.open_rows, self.open_ids, self.pending = {}, [], []
+        self.open_rows, self.open_ids, self.pending, self.pending_rows = {}, [], [], 0
+        self.discard_spill()
         self.leans_on = set()
         self.last_open_folder = None
         self.epoch += 1
+
+    def discard_spill(self) -> None:
+        if self.spill is not None:
+            self.spill.discard()
 
     def listed_segments(self) -> list[Segment]:
         """Sealed segments a snapshot lists: the retained ones and those still in their grace period."""
@@ -153,12 +180,23 @@ def settle_all(states: Iterable[PartitionState], connection: duckdb.DuckDBPyConn
     merge rules, grouped by partition; a query per view, not per view and partition, keeps the
     cost of a publish flat in the number of partitions a worker owns.
     """
-    busy = [state for state in states if state.pending]
+    states = list(states)
+    for state in states:
+        if state.spill is not None and state.spill.files:
+            in_memory = state.pending
+            for chunk in state.spill.drain():  # a file at a time, so a rebuild's events never all meet in memory
+                state.pending = [chunk]
+                _aggregate([state], connection)
+            state.pending = in_memory
+    _aggregate([state for state in states if state.pending], connection)
+
+
+def _aggregate(busy: list[PartitionState], connection: duckdb.DuckDBPyConnection) -> None:
     if not busy:
         return
     events = pa.concat_tables([table for state in busy for table in state.pending])
     for state in busy:
-        state.pending = []
+        state.pending, state.pending_rows = [], 0
     connection.register("micro_batch", events)
     try:
         for view in VIEWS:

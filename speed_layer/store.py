@@ -45,7 +45,7 @@ class LostPartitionError(RuntimeError):
 
 def publish(state: PartitionState, speed_root: Path, seal: bool) -> PartitionSnapshot:
     """Publish the partition's state; with ``seal`` the open segment becomes immutable."""
-    if state.pending:
+    if state.pending or (state.spill is not None and state.spill.files):
         raise RuntimeError("settle the partition state before publishing it: pending events would be lost")
     root = partition_root(speed_root, state.partition)
     with folder_lock(root):

@@ -41,7 +41,7 @@ from lambda_contracts.intake import KafkaRecord
 from lambda_contracts.manifest import EMPTY, Manifest, current_version, read_manifest
 from lambda_contracts.plumbing import duck
 from lambda_contracts.plumbing.event_ids import IdSet
-from lambda_contracts.plumbing.files import SpaceWait, folder_lock, out_of_space
+from lambda_contracts.plumbing.files import SpaceWait, folder_lock, out_of_space, private_scratch
 from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import WIRE
@@ -141,6 +141,8 @@ class SpeedWorker:
         self.space = SpaceWait("speed worker", self.root)
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
+        self.scratch: Path | None = None
+        """Where rebuilding partitions spill raw events (``speed_layer.spill``), while ``run`` runs."""
         self.published_all_at: float | None = None
         """When ``run``'s last publish ended (monotonic, one clock for every process here): its closing follows."""
 
@@ -150,30 +152,36 @@ class SpeedWorker:
         else:  # no group rebalances: the replay dealt the partitions out, each to one process
             self.consumer.assign([TopicPartition(self.topic, p) for p in self.partitions])
         try:
-            while not stop.is_set() and not self.reached_until():
-                if self.space.waiting:  # take nothing more while what we hold cannot be published
-                    self.consumer.pause(*self.consumer.assignment())
-                batches = self.consumer.poll(timeout_ms=self._poll_timeout_ms())  # meanwhile a decode may run
-                self._follow_batch()
-                self._follow_assignment()
-                self._gather(batches)
-                if len(self._pending) >= DECODE_BATCH:
-                    self._submit()  # decoded in the background while the next poll fetches
-                if self._publish_is_due():
-                    self._last_publish = time.monotonic()  # the cadence runs from start to start
-                    self._submit()
-                    self._take_decoded()
-                    self._publish(defer=frozenset(self._waiting))
-                    self._publish_waiting()
-                self._housekeeping()
-            self._submit()
-            self._take_decoded()
-            self._publish(force=True)
-            self.published_all_at = time.monotonic()
+            with private_scratch(self.settings.data_dir / "scratch", "speed") as self.scratch:
+                self._consume(stop)
         finally:
+            self.scratch = None
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self._writers.shutdown(wait=True)
             self.consumer.close(autocommit=False)
+
+    def _consume(self, stop: threading.Event) -> None:
+        """Poll, decode, count and publish until stopped (or ``until`` is reached), then publish all."""
+        while not stop.is_set() and not self.reached_until():
+            if self.space.waiting:  # take nothing more while what we hold cannot be published
+                self.consumer.pause(*self.consumer.assignment())
+            batches = self.consumer.poll(timeout_ms=self._poll_timeout_ms())  # meanwhile a decode may run
+            self._follow_batch()
+            self._follow_assignment()
+            self._gather(batches)
+            if len(self._pending) >= DECODE_BATCH:
+                self._submit()  # decoded in the background while the next poll fetches
+            if self._publish_is_due():
+                self._last_publish = time.monotonic()  # the cadence runs from start to start
+                self._submit()
+                self._take_decoded()
+                self._publish(defer=frozenset(self._waiting))
+                self._publish_waiting()
+            self._housekeeping()
+        self._submit()
+        self._take_decoded()
+        self._publish(force=True)
+        self.published_all_at = time.monotonic()
 
     def reached_until(self) -> bool:
         """Whether every partition of ``until`` is counted up to its offset (never, without ``until``)."""
@@ -274,7 +282,7 @@ class SpeedWorker:
     def _let_go(self, partition: int) -> None:
         """Stop owning ``partition`` (revoked, or another worker published it): its ids are read back from what
         its owner publishes, and copies dropped for what we had not published count again."""
-        del self.states[partition]
+        self.states.pop(partition).discard_spill()
         self._forget_reads(partition)
         self.counted.forget_tailed(partition)
         self._discard_leaning_on(partition)
@@ -369,6 +377,8 @@ class SpeedWorker:
         self.copies_elsewhere += rows.num_rows - claim.rows.num_rows
         if taken_to > state.next_offset:
             self.events_counted += state.take(claim.rows, taken_to)
+            if self.scratch is not None:
+                state.spill_if_large(self.scratch, self.settings.speed_rebuild_memory_events)
 
     def _publish_waiting(self) -> None:
         """Rows that waited for this publish are counted and published in further passes of it, so readers

@@ -11,6 +11,8 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,6 +69,37 @@ def folder_read_lock(folder: Path, name: str = LOCK_FILE) -> Iterator[None]:
         yield
     finally:
         os.close(descriptor)  # releases the lock
+
+
+@contextmanager
+def private_scratch(parent: Path, prefix: str) -> Iterator[Path]:
+    """A folder of this process's own under ``parent`` for data that outgrows memory, removed when the block
+    ends. One left by a process that was killed is removed by the next that starts: its lock is free."""
+    parent.mkdir(parents=True, exist_ok=True)
+    for stale in parent.glob(f"{prefix}-*"):
+        _remove_if_abandoned(stale)
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=parent))
+    with (folder / LOCK_FILE).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # held while this process lives: the folder is in use
+        try:
+            yield folder
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _remove_if_abandoned(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return  # being made right now (no lock file yet), or gone
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return  # its process is alive
+    finally:
+        os.close(descriptor)  # releases the lock if we took it
+    log.info("removing %s, left by a process that ended without removing it", folder)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def out_of_space(error: BaseException) -> bool:

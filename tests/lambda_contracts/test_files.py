@@ -1,13 +1,16 @@
-"""The publish lock: readers of several published files never read across a publish."""
+"""The publish lock: readers of several published files never read across a publish. Scratch folders."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
-from lambda_contracts.plumbing.files import folder_lock, folder_read_lock
+from lambda_contracts.plumbing.files import folder_lock, folder_read_lock, private_scratch
 
 pytestmark = pytest.mark.unit
 
@@ -37,3 +40,35 @@ def test_a_folder_never_published_to_needs_no_lock(tmp_path: Path) -> None:
     with folder_read_lock(tmp_path / "nothing-yet"):
         pass
     assert not (tmp_path / "nothing-yet").exists(), "a reader creates nothing"
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from lambda_contracts.plumbing.files import private_scratch
+with private_scratch(Path(sys.argv[1]), "speed") as folder:
+    print(folder, flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_scratch_folder_left_by_a_killed_process_goes_and_one_in_use_stays(tmp_path: Path) -> None:
+    def holder() -> tuple[subprocess.Popen[str], Path]:
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert process.stdout is not None
+        return process, Path(process.stdout.readline().strip())
+
+    killed, abandoned = holder()
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    alive, in_use = holder()
+    try:
+        assert not abandoned.exists(), "the second process removed what the killed one left"
+        with private_scratch(tmp_path, "speed") as mine:
+            assert mine.is_dir() and in_use.is_dir(), "a folder whose process lives stays"
+        assert not mine.exists(), "a scratch folder goes when its block ends"
+    finally:
+        alive.communicate("")
+    assert not in_use.exists()

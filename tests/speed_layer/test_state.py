@@ -16,6 +16,7 @@ import pytest
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
 from lambda_contracts.plumbing import duck
+from lambda_contracts.plumbing.event_ids import IdSet
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.speed_snapshot import partition_root, read_snapshot, snapshot_path
@@ -236,3 +237,42 @@ def test_a_copy_of_an_unpublished_count_on_another_partition_waits_until_it_is_p
     assert not taken & counted_on_zero and taken | counted_on_zero == {
         r["event_id"] for r in decoded(items).to_pylist()
     }
+
+
+def test_a_rebuild_keeps_few_events_in_memory_and_counts_spilled_ones_exactly(tmp_path: Path) -> None:
+    """A rebuild's raw events beyond a limit wait on disk; copies another worker publishes meanwhile
+    are taken out of spilled and in-memory events alike, and the settled rows equal a recount."""
+    items = valid_records(2000)
+    connection, counted = duck.connect(), counter()
+    state = PartitionState(0, open_start=0, next_offset=0, cutoff=0, hold_until=len(items))
+    for chunk in range(0, len(items), 150):
+        take(state, counted, items[chunk : chunk + 150])
+        state.spill_if_large(tmp_path, limit=200)
+        assert state.pending_rows < 200 + 150, "a rebuild holds fewer than the limit (and a micro-batch) in memory"
+    assert state.spill is not None and len(state.spill.files) >= 5
+    ids_at = {row["kafka_offset"]: row["event_id"] for row in decoded(items).to_pylist()}
+    published_elsewhere = {ids_at[offset] for offset in [*range(10, 60), *range(1900, 1950)]}  # spilled, in memory
+    elsewhere = IdSet()
+    elsewhere.add(pa.array(sorted(published_elsewhere)))
+    dropped = state.drop_pending(elsewhere.contains)
+    assert dropped == len(published_elsewhere)
+    state.hold_until = 0  # back where it had published: settled and published now
+    settle_all([state], connection)
+    assert not list((tmp_path / "partition-0").glob("*.arrow")), "read back, the files are gone"
+    kept = [item for item in items if ids_at.get(item.offset) not in published_elsewhere]
+    assert rows_of(state) == expected(kept)
+
+
+def test_a_restart_forgets_what_a_rebuild_spilled(tmp_path: Path) -> None:
+    items = valid_records(600)
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0, hold_until=600), counter()
+    take(state, counted, items[:300])
+    state.spill_if_large(tmp_path, limit=100)
+    assert list((tmp_path / "partition-0").glob("*.arrow"))
+    state.restart_at(0)
+    assert not list((tmp_path / "partition-0").glob("*.arrow"))
+    counted.speed.drop(0, from_offset=0)
+    take(state, counted, items)
+    state.hold_until = 0
+    state.settle(duck.connect())
+    assert rows_of(state) == expected(items)
