@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 from kafka import TopicPartition
 
 from batch_layer.lake import Lake
+from benchmarks.cpu_quota import CpuQuota
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.columns import events_to_arrow
@@ -237,10 +238,14 @@ class Platform:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.batch: subprocess.Popen[bytes] | None = None
         self.batch_runs = 0
+        self.quotas: dict[str, CpuQuota] = {}
+        """Service -> the CPU quota its process runs under (the overload benchmark's smaller machine)."""
 
     def start(self, name: str) -> None:
         command = {"lake-sink": ["lake-sink"], "speed-1": ["speed"], "speed-2": ["speed"], "serve": ["serve"]}[name]
         self.processes[name] = self._launch(name, command)
+        if name in self.quotas:
+            self.quotas[name].add(self.processes[name].pid)
 
     def _launch(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         with (self.folder / f"{name}.log").open("ab") as out:
@@ -416,6 +421,7 @@ def _soak_settings(settings: Settings, folder: Path) -> Settings:
             "speed_prune_grace_seconds": 10.0,
             "consumer_session_timeout_ms": 6000,
             "speed_stale_after_seconds": 30.0,
+            "speed_rebuild_memory_events": 500,  # rebuilds under kills spill to disk, not only under load
         }
     )
 

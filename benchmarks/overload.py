@@ -1,7 +1,9 @@
 """Twice the load the platform sustains, for minutes: memory stays bounded, lag grows, then recovers.
 
 The run has three phases on the embedded default (one broker node, a lake sink, a speed worker,
-serve, a batch run every minute):
+serve, a batch run every minute). The lake sink and the speed worker each run under a CPU quota
+(``consumer_cores``, a cgroup: ``benchmarks/cpu_quota.py``): on two cores, producers sharing them
+with unconfined consumers offered less than half of what those drain, never twice.
 
 1. **Capacity**: the lake sink and the speed worker are stopped, a backlog is produced as fast as
    possible, then they start again and the rate at which each drains it is timed from its first
@@ -32,6 +34,7 @@ from pathlib import Path
 
 from batch_layer.lake import Lake
 from benchmarks.chaos import ChaosFigures, Platform
+from benchmarks.cpu_quota import CpuQuota
 from benchmarks.footprint import PAGE
 from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
@@ -78,6 +81,9 @@ class OverloadFigures:
     recovery_s: dict[str, float] = field(default_factory=dict)
     memory: dict[str, Memory] = field(default_factory=dict)
     batch_versions: int = 0
+    consumer_cores: float = 0.0
+    throttled_s: dict[str, float] = field(default_factory=dict)
+    """Consumer -> how long its CPU quota held it back over the whole run."""
     lost: int = 0
     duplicated: int = 0
 
@@ -95,15 +101,24 @@ class OverloadFigures:
 
 
 def run_overload(
-    settings: Settings, *, minutes: float = 10.0, factor: float = 2.0, show: Callable[[str], None] = print
+    settings: Settings,
+    *,
+    minutes: float = 10.0,
+    factor: float = 2.0,
+    consumer_cores: float = 0.25,
+    show: Callable[[str], None] = print,
 ) -> OverloadFigures:
-    figures = OverloadFigures()
+    """``consumer_cores``: the CPU quota of the lake sink and of the speed worker, each (0: none)."""
+    figures = OverloadFigures(consumer_cores=consumer_cores)
     with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
         folder = Path(scratch)
         settings = settings.model_copy(update={"data_dir": folder})
         broker = LocalBroker(settings)
         broker.start()
         platform = Platform(settings, folder, broker)
+        if consumer_cores:
+            platform.quotas = {name: CpuQuota(f"lambda-overload-{name}", consumer_cores) for name in CONSUMERS.values()}
+            show(f"the lake sink and the speed worker run under a CPU quota of {consumer_cores:g} core each")
         done = threading.Event()
         batches = threading.Thread(target=platform.run_batches, args=(done, [], ChaosFigures(), random.Random(0)))
         try:
@@ -121,6 +136,9 @@ def run_overload(
             batches.join()
             figures.batch_versions = platform.batch_runs
             broker.stop()
+            for name, quota in platform.quotas.items():
+                figures.throttled_s[name] = quota.throttled_s()
+                quota.remove()
     return figures
 
 
@@ -313,9 +331,13 @@ def _count_losses(settings: Settings, figures: OverloadFigures) -> None:
 
 
 def report(f: OverloadFigures) -> list[str]:
+    held = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(f.throttled_s.items()))
+    quota = "with no CPU quota"
+    if f.consumer_cores:
+        quota = f"under a CPU quota of {f.consumer_cores:g} core each (held back {held})"
     lines = [
-        f"capacity: lake sink drains {f.lake_drain_per_s:,.0f} events/s, speed worker {f.speed_drain_per_s:,.0f}; "
-        f"sustained {f.capacity_per_s:,.0f}",
+        f"capacity {quota}: lake sink drains {f.lake_drain_per_s:,.0f} events/s, "
+        f"speed worker {f.speed_drain_per_s:,.0f}; sustained {f.capacity_per_s:,.0f}",
         f"overload: {f.offered_per_s:,.0f} events/s asked for {f.overload_s:.0f} s; the producers achieved "
         f"{f.achieved_per_s:,.0f} ({f.produced:,} records); max lag lake {f.max_lag['lake']:,}, "
         f"speed {f.max_lag['speed']:,}; at the drop lake {f.lag_at_drop['lake']:,}, speed {f.lag_at_drop['speed']:,}",

@@ -701,11 +701,21 @@ def bench_chaos(
 def bench_overload(
     minutes: Annotated[float, typer.Option(help="How long to offer the overload.")] = 10.0,
     factor: Annotated[float, typer.Option(help="The load offered, as a multiple of the measured capacity.")] = 2.0,
+    consumer_cores: Annotated[
+        float,
+        typer.Option(
+            help="CPU quota of the lake sink and of the speed worker, each (a cgroup; needs root). "
+            "0: none, but then producers on the same cores may not offer the factor asked."
+        ),
+    ] = 0.25,
 ) -> None:
     """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
     from benchmarks.overload import report, run_overload
 
-    for line in report(run_overload(get_settings(), minutes=minutes, factor=factor, show=typer.echo)):
+    figures = run_overload(
+        get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
+    )
+    for line in report(figures):
         typer.echo(line)
 
 
