@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -52,17 +52,32 @@ class BatchIds:
         self.manifest: Manifest = EMPTY
         self._periods: OrderedDict[str, tuple[IdSet, set[str]]] = OrderedDict()
 
-    def use(self, manifest: Manifest) -> None:
-        """Move to ``manifest``: loaded periods take its added files, or reload if it rewrote them."""
-        self.manifest = manifest
-        for period, (ids, loaded) in list(self._periods.items()):
-            files = set(manifest.ids.get(period, []))
-            if loaded <= files:
-                for file in sorted(files - loaded):
-                    ids.add(_read_ids(self.root / file))
-                loaded.update(files)
-            else:  # a recompute or a compaction replaced them
+    def use(self, manifest: Manifest, added: Callable[[IdSet], None] | None = None) -> None:
+        """Move to ``manifest``; ``added`` is given every id in files the previous version did not list (new
+        ids, and ids a compaction rewrote), ``ID_READ_ROWS`` at a time, each file read once.
+
+        Loaded periods take those ids. A version whose cutoffs did not go back counted every id the
+        previous one did (the lake is append-only), so a period whose files a compaction or a recompute
+        rewrote keeps its set and adds only the ids it lacks; otherwise it is loaded again when needed.
+        """
+        previous, self.manifest = self.manifest, manifest
+        grows = all(manifest.cutoffs.get(p, 0) >= cutoff for p, cutoff in previous.cutoffs.items())
+        for period in [p for p in self._periods if p not in manifest.ids]:
+            del self._periods[period]  # compacted into its day, say: never looked up again
+        for period, listed in manifest.ids.items():
+            files = set(listed)
+            loaded = self._periods.get(period)
+            if loaded is not None and not loaded[1] <= files and not grows:
                 del self._periods[period]
+                loaded = None
+            for file in sorted(files - set(previous.ids.get(period, []))):
+                for batch in _id_batches(self.root / file):
+                    if added is not None:
+                        added(IdSet.of([batch]))
+                    if loaded is not None:
+                        loaded[0].add(batch.filter(pa.array(~loaded[0].contains(batch))))
+            if loaded is not None:
+                self._periods[period] = (loaded[0], files)
 
     def counted(self, events: pa.Table) -> npt.NDArray[np.bool_]:
         """For each event, whether this version counted its id below the cutoff."""
@@ -84,26 +99,32 @@ class BatchIds:
                 found[rows] = self._period(period).contains(ids.filter(pa.array(rows)))
         return found
 
-    def added(self, previous: Manifest) -> IdSet:
-        """Every id ``manifest`` counts in files ``previous`` did not have (what the new version added)."""
-        added = IdSet()
-        for period, files in self.manifest.ids.items():
-            for file in sorted(set(files) - set(previous.ids.get(period, []))):
-                added.add(_read_ids(self.root / file))
-        return added
-
     def _period(self, period: str) -> IdSet:
         if period not in self._periods:
             files = self.manifest.ids.get(period, [])
-            self._periods[period] = (IdSet.of(_read_ids(self.root / f) for f in files), set(files))
+            ids = IdSet(positions=False)
+            for file in files:
+                _add_ids(ids, self.root / file)
+            self._periods[period] = (ids, set(files))
             while len(self._periods) > self.keep_periods:
                 self._periods.popitem(last=False)
         self._periods.move_to_end(period)
         return self._periods[period][0]
 
 
-def _read_ids(path: Path) -> pa.Array:
-    return pq.read_table(path, columns=["event_id"]).column("event_id").combine_chunks()
+ID_READ_ROWS = 1_000_000
+"""Ids read from a batch file at once: a compacted period's file holds an hour of events or a day
+(read whole, 10 million ids took ~1 GiB as text and words before they were 160 MiB in the set)."""
+
+
+def _id_batches(path: Path) -> Iterator[pa.Array]:
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=ID_READ_ROWS, columns=["event_id"]):
+        yield batch.column(0)
+
+
+def _add_ids(ids: IdSet, path: Path) -> None:
+    for batch in _id_batches(path):
+        ids.add(batch)
 
 
 @dataclass(frozen=True)
@@ -212,7 +233,7 @@ class Counted:
             self.speed.drop(partition)
             loaded_to = 0
         self.speed.drop(partition, below=snapshot.cutoff)
-        new = IdSet()
+        new = IdSet(positions=False)
         root = partition_root(speed_root, partition)
         for segment in snapshot.segments:
             if segment.end <= max(loaded_to, snapshot.cutoff):

@@ -34,7 +34,7 @@ class Spill:
 
     folder: Path
     files: list[Path] = field(default_factory=list)
-    retracted: IdSet = field(default_factory=IdSet)
+    retracted: IdSet = field(default_factory=lambda: IdSet(positions=False))
     rows: int = 0
 
     def write(self, chunks: list[pa.Table]) -> None:
@@ -75,4 +75,4 @@ class Spill:
         """Forget what is spilled (a restart reads it again from Kafka)."""
         for path in self.files:
             path.unlink(missing_ok=True)
-        self.files, self.retracted, self.rows = [], IdSet(), 0
+        self.files, self.retracted, self.rows = [], IdSet(positions=False), 0

@@ -241,12 +241,19 @@ class SpeedWorker:
         if version == self.manifest.version:
             return
         previous, self.manifest = self.manifest, read_manifest(batch_root, version)
-        self.counted.batch.use(self.manifest)
         checked = self.states and version > previous.version  # at start-up there is nothing to check yet
-        added = self.counted.batch.added(previous) if checked else IdSet()
+        overlapping: set[int] = set()
+
+        def overlaps(added: IdSet) -> None:
+            for partition in set(self.states) - overlapping:
+                cutoff = self.manifest.cutoffs.get(partition, 0)
+                if self.counted.speed.overlaps(added, partition, from_offset=cutoff):
+                    overlapping.add(partition)
+
+        self.counted.batch.use(self.manifest, overlaps if checked else None)
         for state in self.states.values():
             cutoff = self.manifest.cutoffs.get(state.partition, 0)
-            if len(added) and self.counted.speed.overlaps(added, state.partition, from_offset=cutoff):
+            if state.partition in overlapping:
                 self._restart_at(
                     state,
                     cutoff,
@@ -543,7 +550,7 @@ class SpeedWorker:
 
     def _tail_others(self) -> IdSet:
         """Ids other workers published since we last looked (their partitions only)."""
-        published = IdSet()
+        published = IdSet(positions=False)
         for partition in range(self.settings.topic_partitions):
             if partition in self.states:
                 continue

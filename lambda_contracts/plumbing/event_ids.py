@@ -79,11 +79,13 @@ def first_occurrences(high: Words, low: Words) -> npt.NDArray[np.bool_]:
 class IdSet:
     """A set of event ids, exact, in sorted runs of 64-bit word pairs (16 bytes an id).
 
-    Each id may carry where it was counted (Kafka partition and offset), so parts of the set can be
-    dropped by position: everything a partition holds below a cutoff, or from an offset on.
+    With ``positions``, each id carries where it was counted (Kafka partition and offset: 12 bytes
+    more), so parts of the set can be dropped by position: everything a partition holds below a
+    cutoff, or from an offset on. Without, it is a plain set (the batch's ids: 16 bytes an id).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, positions: bool = True) -> None:
+        self.positions = positions
         self._runs: list[dict[str, npt.NDArray[Any]]] = []
 
     def __len__(self) -> int:
@@ -97,13 +99,19 @@ class IdSet:
         if not len(high):
             return
         order = np.argsort(high, kind="stable")  # runs are sorted by the high word; lookups compare both
+        if not self.positions:
+            self._runs.append({"high": high[order], "low": low[order]})
+            self._settle()
+            return
         where = np.full(len(high), partition, dtype=np.int32)
         at = np.zeros(len(high), np.int64) if offsets is None else np.asarray(offsets, dtype=np.int64)
         self._runs.append({"high": high[order], "low": low[order], "partition": where[order], "offset": at[order]})
         self._settle()
 
     def add_set(self, other: IdSet) -> None:
-        """Everything ``other`` holds, with where it was counted."""
+        """Everything ``other`` holds, with where it was counted (both sets keep positions, or neither)."""
+        if other.positions != self.positions:
+            raise ValueError("an IdSet with positions and one without do not merge")
         for run in other._runs:
             self._runs.append(run)
             self._settle()
@@ -123,6 +131,8 @@ class IdSet:
         """One search, two answers per id: held in a copy ``where`` accepts; held in a copy it does not."""
         if not self._runs:
             return np.zeros(len(high), dtype=np.bool_), np.zeros(len(high), dtype=np.bool_)
+        if where is not None:
+            self._need_positions()
         # binary searches of keys in ascending order are several times faster (numpy narrows each search
         # from the previous key's answer, and touches memory in order): search sorted, answer in place
         order = np.argsort(high)
@@ -151,12 +161,14 @@ class IdSet:
 
     def retag(self, partition: int, from_offset: int, tag: int) -> None:
         """Move what ``partition`` counted from ``from_offset`` on under another tag (kept, not dropped)."""
+        self._need_positions()
         for run in self._runs:
             moved = (run["partition"] == partition) & (run["offset"] >= from_offset)
             run["partition"][moved] = tag
 
     def drop(self, partition: int, below: int | None = None, from_offset: int | None = None) -> None:
         """Forget what ``partition`` counted below ``below`` and/or from ``from_offset`` on (all if neither)."""
+        self._need_positions()
         kept = []
         for run in self._runs:
             gone = run["partition"] == partition
@@ -174,6 +186,7 @@ class IdSet:
 
     def overlaps(self, other: IdSet, partition: int, from_offset: int = 0) -> bool:
         """Whether ``other`` holds any id this set has for ``partition`` at ``from_offset`` or later."""
+        self._need_positions()
         for run in self._runs:
             mine = (run["partition"] == partition) & (run["offset"] >= from_offset)
             if mine.any() and other.contains_words(run["high"][mine], run["low"][mine]).any():
@@ -189,9 +202,14 @@ class IdSet:
             order = np.argsort(merged["high"], kind="stable")  # two sorted runs: a linear merge
             self._runs.append({name: values[order] for name, values in merged.items()})
 
+    def _need_positions(self) -> None:
+        if not self.positions:
+            raise ValueError("this IdSet keeps no positions (partitions, offsets) to select by")
+
     @classmethod
     def of(cls, chunks: Iterable[pa.Array | pa.ChunkedArray]) -> IdSet:
-        made = cls()
+        """A plain set (no positions) of every id in ``chunks``."""
+        made = cls(positions=False)
         for chunk in chunks:
             made.add(chunk)
         return made

@@ -68,3 +68,27 @@ def test_first_occurrences_marks_each_ids_first_row(ids: list[str]) -> None:
         expected.append(i not in seen)
         seen.add(i)
     assert list(first_occurrences(*_words(ids))) == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(adds=st.lists(ids_lists, max_size=8), asked=ids_lists)
+def test_an_id_set_without_positions_holds_what_was_added(adds: list[list[str]], asked: list[str]) -> None:
+    """The batch's ids: a plain set (16 bytes an id), merged from runs like the other."""
+    held, other = IdSet(positions=False), IdSet(positions=False)
+    for index, ids in enumerate(adds):
+        (held if index % 2 else other).add(pa.array(ids, pa.string()))
+    held.add_set(other)
+    model = {i for ids in adds for i in ids}
+    assert list(held.contains(pa.array(asked, pa.string()))) == [a in model for a in asked]
+    assert len(held) == sum(len(ids) for ids in adds)
+
+
+def test_an_id_set_without_positions_refuses_to_select_by_them() -> None:
+    plain = IdSet(positions=False)
+    plain.add(pa.array(POOL[:2], pa.string()))
+    with pytest.raises(ValueError, match="no positions"):
+        plain.drop(0, below=5)
+    with pytest.raises(ValueError, match="no positions"):
+        plain.classify_words(*_words(POOL[:1]), where=lambda tags, offsets: tags == 0)
+    with pytest.raises(ValueError, match="do not merge"):
+        IdSet().add_set(plain)
