@@ -17,6 +17,7 @@ At the end: records acknowledged to the producer that are missing from the topic
 
 from __future__ import annotations
 
+import queue
 import random
 import signal
 import statistics
@@ -55,6 +56,8 @@ from sources.run import RunReport, build_simulators, run_simulation
 KINDS = ("broker", "lake-sink", "speed", "serve", "batch-spark", "batch-publish")
 BATCH_EVERY_S = 60.0
 BROKER_DOWN_S = (4.0, 10.0)
+CHECKS_BEHIND = 30
+"""Readings that may wait for their check: beyond, reading waits (memory stays bounded)."""
 
 
 @dataclass
@@ -479,21 +482,57 @@ def _soak(
             thread.join()
 
 
+@dataclass(frozen=True)
+class Sample:
+    """One read of the merged views (or why it failed), to be checked against the oracle."""
+
+    reading: MergedReading | None
+    error: str = ""
+    read_at: float = 0.0
+    """Wall-clock time when the read ended: the freshness of what it shows is measured there."""
+    read_s: float = 0.0
+
+
 def _sample_every_second(settings: Settings, oracle: OracleViews, figures: ChaosFigures, done: threading.Event) -> None:
+    """Read the merged views every second; each reading is checked in a thread of its own, so a slow
+    recompute does not thin the readings (read and check one after the other took 1.2-3 s)."""
+    readings: queue.Queue[Sample | None] = queue.Queue(maxsize=CHECKS_BEHIND)
+    checker = threading.Thread(target=_check_readings, args=(oracle, figures, readings))
+    checker.start()
     done.wait(timeout=5.0)
-    while not done.is_set():
-        began = time.monotonic()
-        _sample(settings, oracle, figures)
-        done.wait(timeout=max(0.0, 1.0 - (time.monotonic() - began)))
+    try:
+        while not done.is_set():
+            began = time.monotonic()
+            readings.put(_read(settings))  # waits while the checks are CHECKS_BEHIND readings behind
+            done.wait(timeout=max(0.0, 1.0 - (time.monotonic() - began)))
+    finally:
+        readings.put(None)
+        checker.join()
+
+
+def _check_readings(oracle: OracleViews, figures: ChaosFigures, readings: queue.Queue[Sample | None]) -> None:
+    while (sample := readings.get()) is not None:
+        _check(oracle, figures, sample)
 
 
 def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> None:
+    _check(oracle, figures, _read(settings))
+
+
+def _read(settings: Settings) -> Sample:
     began = time.monotonic()
     try:
         reading = merged_rows(settings)
     except Exception as error:  # a read that fails is a finding too
+        return Sample(None, error=repr(error))
+    return Sample(reading, read_at=time.time(), read_s=time.monotonic() - began)
+
+
+def _check(oracle: OracleViews, figures: ChaosFigures, sample: Sample) -> None:
+    reading = sample.reading
+    if reading is None:
         figures.mismatched += 1
-        figures.mismatch_notes.append(f"read failed: {error!r}")
+        figures.mismatch_notes.append(f"read failed: {sample.error}")
         return
     reflected, views = reading.reflected, reading.views
     deadline = time.monotonic() + 10
@@ -501,13 +540,13 @@ def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> N
         time.sleep(0.05)  # the oracle's consumer catching up to the offsets the snapshot reflects
     if not oracle.covers(reflected):
         return
-    read = time.monotonic()
+    began = time.monotonic()
     figures.samples += 1
     figures.batch_only_samples += not reading.speed_used
     figures.reflected = sum(reflected.values())
-    figures.max_freshness_s = max(figures.max_freshness_s, oracle.oldest_unreflected_age(reflected, time.time()))
+    figures.max_freshness_s = max(figures.max_freshness_s, oracle.oldest_unreflected_age(reflected, sample.read_at))
     expected = oracle.rows(reflected)
-    figures.sample_seconds.append((read - began, time.monotonic() - read))
+    figures.sample_seconds.append((sample.read_s, time.monotonic() - began))
     wrong = [name for name in expected if expected[name] != views[name]]
     if wrong:
         figures.mismatched += 1
