@@ -707,7 +707,7 @@ def bench_overload(
             help="CPU quota of the lake sink and of the speed worker, each (a cgroup; needs root). "
             "0: none, but then producers on the same cores may not offer the factor asked."
         ),
-    ] = 0.25,
+    ] = 0.1,
 ) -> None:
     """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
     from benchmarks.overload import report, run_overload
