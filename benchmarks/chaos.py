@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +59,8 @@ BATCH_EVERY_S = 60.0
 BROKER_DOWN_S = (4.0, 10.0)
 CHECKS_BEHIND = 30
 """Readings that may wait for their check: beyond, reading waits (memory stays bounded)."""
+READERS = 3
+"""Reads of the merged views that may run at once (one starts every second)."""
 
 
 @dataclass
@@ -494,25 +497,27 @@ class Sample:
 
 
 def _sample_every_second(settings: Settings, oracle: OracleViews, figures: ChaosFigures, done: threading.Event) -> None:
-    """Read the merged views every second; each reading is checked in a thread of its own, so a slow
-    recompute does not thin the readings (read and check one after the other took 1.2-3 s)."""
-    readings: queue.Queue[Sample | None] = queue.Queue(maxsize=CHECKS_BEHIND)
+    """Start a read of the merged views every second; each reading is checked against the recompute in a
+    thread of its own, in the order the reads started. A read takes ~1.2 s while everything runs, so two
+    may overlap (each resolves its own snapshot), and a slow recompute does not thin the readings."""
+    readings: queue.Queue[Future[Sample] | None] = queue.Queue(maxsize=CHECKS_BEHIND)
     checker = threading.Thread(target=_check_readings, args=(oracle, figures, readings))
     checker.start()
     done.wait(timeout=5.0)
     try:
-        while not done.is_set():
-            began = time.monotonic()
-            readings.put(_read(settings))  # waits while the checks are CHECKS_BEHIND readings behind
-            done.wait(timeout=max(0.0, 1.0 - (time.monotonic() - began)))
+        with ThreadPoolExecutor(max_workers=READERS, thread_name_prefix="chaos-read") as readers:
+            while not done.is_set():
+                began = time.monotonic()
+                readings.put(readers.submit(_read, settings))  # waits while checks are CHECKS_BEHIND behind
+                done.wait(timeout=max(0.0, 1.0 - (time.monotonic() - began)))
     finally:
         readings.put(None)
         checker.join()
 
 
-def _check_readings(oracle: OracleViews, figures: ChaosFigures, readings: queue.Queue[Sample | None]) -> None:
-    while (sample := readings.get()) is not None:
-        _check(oracle, figures, sample)
+def _check_readings(oracle: OracleViews, figures: ChaosFigures, readings: queue.Queue[Future[Sample] | None]) -> None:
+    while (reading := readings.get()) is not None:
+        _check(oracle, figures, reading.result())
 
 
 def _sample(settings: Settings, oracle: OracleViews, figures: ChaosFigures) -> None:
