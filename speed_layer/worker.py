@@ -385,7 +385,21 @@ class SpeedWorker:
         if taken_to > state.next_offset:
             self.events_counted += state.take(claim.rows, taken_to)
             if self.scratch is not None:
-                state.spill_if_large(self.scratch, self.settings.speed_rebuild_memory_events)
+                self._spill_if_large(state, self.scratch)
+
+    def _spill_if_large(self, state: PartitionState, scratch: Path) -> None:
+        """A rebuild's raw events beyond the limit go to disk; with the disk full they stay in memory."""
+        try:
+            state.spill_if_large(scratch, self.settings.speed_rebuild_memory_events)
+        except OSError as error:
+            if not out_of_space(error):
+                raise
+            log.warning(
+                "speed partition %d: no space left to keep its rebuild's events on disk under %s; "
+                "they stay in memory until it publishes or space returns",
+                state.partition,
+                scratch,
+            )
 
     def _publish_waiting(self) -> None:
         """Rows that waited for this publish are counted and published in further passes of it, so readers

@@ -175,3 +175,22 @@ def test_an_unserved_worker_drops_a_copy_of_its_unpublished_count_at_once(tmp_pa
 
     assert published(worker) == {0: (1, 400), 3: (1, 1450)}
     counted_once(worker, (0, 3), items)
+
+
+def test_a_rebuild_that_cannot_spill_to_a_full_disk_keeps_its_events_in_memory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    worker = worker_of_0_and_3(tmp_path)
+    worker.settings = worker.settings.model_copy(update={"speed_rebuild_memory_events": 10})
+    state = worker.states[0]
+    state.hold_until = 10_000  # rebuilding: its events wait raw until it publishes
+    events = decoded(distinct_records(30))
+    state.take(events, 30)
+
+    def full(self: object, chunks: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("speed_layer.spill.Spill.write", full)
+    worker._spill_if_large(state, tmp_path / "scratch")
+    assert state.pending_rows == 30 and sum(t.num_rows for t in state.pending) == 30, "nothing is lost"
+    assert "no space left to keep its rebuild's events on disk" in caplog.text
