@@ -116,12 +116,17 @@ def run_overload(
     with tempfile.TemporaryDirectory(prefix="overload-") as scratch:
         folder = Path(scratch)
         settings = settings.model_copy(update={"data_dir": folder})
+        quotas = (  # made first: a machine that cannot make them is told so before anything starts
+            {name: CpuQuota(f"lambda-overload-{name}", consumer_cores) for name in CONSUMERS.values()}
+            if consumer_cores
+            else {}
+        )
+        if quotas:
+            show(f"the lake sink and the speed worker run under a CPU quota of {consumer_cores:g} core each")
         broker = LocalBroker(settings)
         broker.start()
         platform = Platform(settings, folder, broker)
-        if consumer_cores:
-            platform.quotas = {name: CpuQuota(f"lambda-overload-{name}", consumer_cores) for name in CONSUMERS.values()}
-            show(f"the lake sink and the speed worker run under a CPU quota of {consumer_cores:g} core each")
+        platform.quotas = quotas
         done = threading.Event()
         batches = threading.Thread(target=platform.run_batches, args=(done, [], ChaosFigures(), random.Random(0)))
         try:

@@ -710,11 +710,21 @@ def bench_overload(
     ] = 0.1,
 ) -> None:
     """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
+    from benchmarks.cpu_quota import QuotaUnavailableError
     from benchmarks.overload import report, run_overload
 
-    figures = run_overload(
-        get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
-    )
+    try:
+        figures = run_overload(
+            get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
+        )
+    except QuotaUnavailableError as error:
+        typer.secho(
+            f"error: {error}. Run it as root where cgroups are mounted, or pass --consumer-cores 0 "
+            "(no quota: producers on the same cores may then offer less than the factor asked).",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1) from None
     for line in report(figures):
         typer.echo(line)
 
