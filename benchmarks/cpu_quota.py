@@ -19,6 +19,12 @@ PERIOD_US = 100_000
 class QuotaUnavailableError(RuntimeError):
     """This machine (or this user) cannot make a cgroup with a CPU quota."""
 
+    def __init__(self, why: str) -> None:
+        super().__init__(
+            f"{why}. Run it as root where cgroups are mounted, or pass --consumer-cores 0 "
+            "(no quota: producers on the same cores may then offer less than the factor asked)"
+        )
+
 
 class CpuQuota:
     """A cgroup that holds the processes put in it to ``cores`` of CPU time, together."""

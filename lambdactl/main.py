@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from batch_layer.batch_job import EmptyLakeError
 from batch_layer.publish import SupersededError
 from batch_layer.spark import SparkSetupError
+from benchmarks.cpu_quota import QuotaUnavailableError
 from infra.deploy import COMPOSE_FILE, ENV_FILE, DeployError, prepare, write_env
 from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.kafka_node import KafkaNodeError
@@ -87,6 +88,7 @@ app.add_typer(schemas_app, name="schemas")
 P = ParamSpec("P")
 R = TypeVar("R")
 USER_ERRORS: tuple[type[Exception], ...] = (
+    QuotaUnavailableError,
     BrokerError,
     DeployError,
     KafkaNodeError,
@@ -710,21 +712,11 @@ def bench_overload(
     ] = 0.1,
 ) -> None:
     """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
-    from benchmarks.cpu_quota import QuotaUnavailableError
     from benchmarks.overload import report, run_overload
 
-    try:
-        figures = run_overload(
-            get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
-        )
-    except QuotaUnavailableError as error:
-        typer.secho(
-            f"error: {error}. Run it as root where cgroups are mounted, or pass --consumer-cores 0 "
-            "(no quota: producers on the same cores may then offer less than the factor asked).",
-            fg=typer.colors.RED,
-            err=True,
-        )
-        raise typer.Exit(1) from None
+    figures = run_overload(
+        get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
+    )
     for line in report(figures):
         typer.echo(line)
 

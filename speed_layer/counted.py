@@ -72,10 +72,14 @@ class BatchIds:
                 loaded = None
             for file in sorted(files - set(previous.ids.get(period, []))):
                 for batch in _id_batches(self.root / file):
+                    high, low = id_words(batch)  # parsed once for the check and the loaded period
                     if added is not None:
-                        added(IdSet.of([batch]))
+                        chunk = IdSet(positions=False)
+                        chunk.add_words(high, low)
+                        added(chunk)
                     if loaded is not None:
-                        loaded[0].add(batch.filter(pa.array(~loaded[0].contains(batch))))
+                        lacking = ~loaded[0].contains_words(high, low)
+                        loaded[0].add_words(high[lacking], low[lacking])
             if loaded is not None:
                 self._periods[period] = (loaded[0], files)
 
