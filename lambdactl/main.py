@@ -27,7 +27,6 @@ from pydantic import ValidationError
 from batch_layer.batch_job import EmptyLakeError
 from batch_layer.publish import SupersededError
 from batch_layer.spark import SparkSetupError
-from benchmarks.cpu_quota import QuotaUnavailableError
 from infra.deploy import COMPOSE_FILE, ENV_FILE, DeployError, prepare, write_env
 from infra.jars import KAFKA_JARS, InstallError, install_all, java_major_version
 from infra.kafka_node import KafkaNodeError
@@ -88,7 +87,6 @@ app.add_typer(schemas_app, name="schemas")
 P = ParamSpec("P")
 R = TypeVar("R")
 USER_ERRORS: tuple[type[Exception], ...] = (
-    QuotaUnavailableError,
     BrokerError,
     DeployError,
     KafkaNodeError,
@@ -712,11 +710,15 @@ def bench_overload(
     ] = 0.1,
 ) -> None:
     """Twice the load the platform sustains for minutes: memory per process, lag, recovery, losses."""
+    from benchmarks.cpu_quota import QuotaUnavailableError  # benchmarks are not in the deployment's image
     from benchmarks.overload import report, run_overload
 
-    figures = run_overload(
-        get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
-    )
+    try:
+        figures = run_overload(
+            get_settings(), minutes=minutes, factor=factor, consumer_cores=consumer_cores, show=typer.echo
+        )
+    except QuotaUnavailableError as error:
+        raise typer.BadParameter(str(error), param_hint="--consumer-cores") from None
     for line in report(figures):
         typer.echo(line)
 
