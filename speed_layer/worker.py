@@ -142,7 +142,8 @@ class SpeedWorker:
         self.first_assignment_at: float | None = None
         """When the group first gave this worker partitions (monotonic), for throughput figures."""
         self.scratch: Path | None = None
-        """Where rebuilding partitions spill raw events (``speed_layer.spill``), while ``run`` runs."""
+        """Where rebuilding partitions spill raw events (``speed_layer.spill``) and the batch's ids are
+        mapped (``BatchIds.folder``), while ``run`` runs."""
         self.published_all_at: float | None = None
         """When ``run``'s last publish ended (monotonic, one clock for every process here): its closing follows."""
 
@@ -153,9 +154,10 @@ class SpeedWorker:
             self.consumer.assign([TopicPartition(self.topic, p) for p in self.partitions])
         try:
             with private_scratch(self.settings.data_dir / "scratch", "speed") as self.scratch:
+                self.counted.batch.folder = self.scratch / "batch-ids"
                 self._consume(stop)
         finally:
-            self.scratch = None
+            self.scratch = self.counted.batch.folder = None
             self._decoder.shutdown(wait=True, cancel_futures=True)
             self._writers.shutdown(wait=True)
             self.consumer.close(autocommit=False)

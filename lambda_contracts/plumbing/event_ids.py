@@ -8,12 +8,20 @@ one vectorized binary search, exact (no hashing, no false positives).
 
 from __future__ import annotations
 
+import logging
+import os
+import tempfile
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+
+from lambda_contracts.plumbing.files import out_of_space
+
+log = logging.getLogger(__name__)
 
 UUID_TEXT = 36
 DASHES = [8, 13, 18, 23]
@@ -22,6 +30,11 @@ _HEX = np.full(256, 255, dtype=np.uint8)
 _HEX[np.frombuffer(b"0123456789", np.uint8)] = np.arange(10, dtype=np.uint8)
 _HEX[np.frombuffer(b"abcdef", np.uint8)] = np.arange(10, 16, dtype=np.uint8)
 _DIGITS = [i for i in range(UUID_TEXT) if i not in DASHES]
+
+MAPPED_FROM_IDS = 1 << 16
+"""An ``IdSet`` with a folder keeps runs this large or larger in files there, mapped, not in its memory."""
+MAPPED_RUN_IDS = 1 << 22
+"""Mapped runs are merged up to this size (64 MiB): a merge reads its two runs into memory, so no larger."""
 
 Words = npt.NDArray[np.uint64]
 Where = Callable[[npt.NDArray[np.int32], npt.NDArray[np.int64]], npt.NDArray[np.bool_]]
@@ -82,10 +95,18 @@ class IdSet:
     With ``positions``, each id carries where it was counted (Kafka partition and offset: 12 bytes
     more), so parts of the set can be dropped by position: everything a partition holds below a
     cutoff, or from an offset on. Without, it is a plain set (the batch's ids: 16 bytes an id).
+
+    With a ``folder`` (plain sets only), runs of ``MAPPED_FROM_IDS`` ids or more are written there and
+    memory-mapped, so the set's own memory stays small however many ids it holds: the kernel pages in
+    what lookups touch and may drop it again. The files are unlinked once mapped (the space returns when
+    the set goes, and a killed process leaves none behind). On a full disk a run stays in memory.
     """
 
-    def __init__(self, positions: bool = True) -> None:
+    def __init__(self, positions: bool = True, folder: Path | None = None) -> None:
+        if positions and folder is not None:
+            raise ValueError("only an IdSet without positions keeps its runs in files")
         self.positions = positions
+        self.folder = folder
         self._runs: list[dict[str, npt.NDArray[Any]]] = []
 
     def __len__(self) -> int:
@@ -195,12 +216,40 @@ class IdSet:
 
     def _settle(self) -> None:
         """Merge the newest runs while the one before is at most twice as large: about log2(n) runs, and
-        each id is merged about log2(n) times over its life (amortised, like a log-structured merge)."""
-        while len(self._runs) > 1 and len(self._runs[-2]["high"]) <= 2 * len(self._runs[-1]["high"]):
-            last, before = self._runs.pop(), self._runs.pop()
-            merged = {name: np.concatenate([before[name], last[name]]) for name in last}
+        each id is merged about log2(n) times over its life (amortised, like a log-structured merge).
+        Mapped runs stop growing at ``MAPPED_RUN_IDS``: n / MAPPED_RUN_IDS runs more, each searched."""
+        while len(self._runs) > 1:
+            before, last = len(self._runs[-2]["high"]), len(self._runs[-1]["high"])
+            if before > 2 * last or (self.folder is not None and before + last > MAPPED_RUN_IDS):
+                break
+            last_run, before_run = self._runs.pop(), self._runs.pop()
+            merged = {name: np.concatenate([before_run[name], last_run[name]]) for name in last_run}
             order = np.argsort(merged["high"], kind="stable")  # two sorted runs: a linear merge
             self._runs.append({name: values[order] for name, values in merged.items()})
+        if self.folder is not None and self._runs and len(self._runs[-1]["high"]) >= MAPPED_FROM_IDS:
+            self._runs[-1] = self._mapped(self._runs[-1], self.folder)
+
+    @staticmethod
+    def _mapped(run: dict[str, npt.NDArray[Any]], folder: Path) -> dict[str, npt.NDArray[Any]]:
+        if isinstance(run["high"], np.memmap):
+            return run
+        mapped: dict[str, npt.NDArray[Any]] = {}
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for name, values in run.items():
+                descriptor, path = tempfile.mkstemp(prefix="ids-", suffix=".npy", dir=folder)
+                try:
+                    with os.fdopen(descriptor, "wb") as out:
+                        np.save(out, values)
+                    mapped[name] = np.load(path, mmap_mode="r")
+                finally:
+                    Path(path).unlink()  # the mapping keeps the data until the set lets go of it
+        except OSError as error:
+            if not out_of_space(error):
+                raise
+            log.warning("no space left in %s for %d event ids: keeping them in memory", folder, len(run["high"]))
+            return run
+        return mapped
 
     def _need_positions(self) -> None:
         if not self.positions:

@@ -6,7 +6,11 @@ two different ids with one high word (the lookups compare both words) is drawn o
 
 from __future__ import annotations
 
+import errno
+import tempfile
 import uuid
+from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pyarrow as pa
@@ -14,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lambda_contracts.plumbing import event_ids
 from lambda_contracts.plumbing.event_ids import IdSet, first_occurrences, id_words
 
 pytestmark = pytest.mark.unit
@@ -81,6 +86,42 @@ def test_an_id_set_without_positions_holds_what_was_added(adds: list[list[str]],
     model = {i for ids in adds for i in ids}
     assert list(held.contains(pa.array(asked, pa.string()))) == [a in model for a in asked]
     assert len(held) == sum(len(ids) for ids in adds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(adds=st.lists(ids_lists, max_size=10), asked=ids_lists)
+def test_an_id_set_in_files_holds_what_was_added_and_leaves_no_file(adds: list[list[str]], asked: list[str]) -> None:
+    """The batch's ids kept mapped (small thresholds here: runs of 4 ids or more go to files, merged up
+    to 16): the same answers, the large runs mapped, and nothing left on disk."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        mock.patch.object(event_ids, "MAPPED_FROM_IDS", 4),
+        mock.patch.object(event_ids, "MAPPED_RUN_IDS", 16),
+    ):
+        held = IdSet(positions=False, folder=Path(folder))
+        for ids in adds:
+            held.add(pa.array(ids, pa.string()))
+        model = {i for ids in adds for i in ids}
+        assert list(held.contains(pa.array(asked, pa.string()))) == [a in model for a in asked]
+        assert len(held) == sum(len(ids) for ids in adds)
+        for run in held._runs:
+            assert isinstance(run["high"], np.memmap) == (len(run["high"]) >= 4)
+        assert not list(Path(folder).iterdir()), "mapped files are unlinked at once"
+
+
+def test_an_id_set_in_files_keeps_a_run_in_memory_when_the_disk_is_full(tmp_path: Path) -> None:
+    held = IdSet(positions=False, folder=tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+    with mock.patch.object(event_ids, "MAPPED_FROM_IDS", 2), mock.patch.object(np, "save", side_effect=full):
+        held.add(pa.array(POOL, pa.string()))
+    assert not isinstance(held._runs[0]["high"], np.memmap)
+    assert held.contains(pa.array(POOL, pa.string())).all()
+    assert not list(tmp_path.iterdir()), "the file that could not be written is gone"
+
+
+def test_only_an_id_set_without_positions_keeps_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="without positions"):
+        IdSet(folder=tmp_path)
 
 
 def test_an_id_set_without_positions_refuses_to_select_by_them() -> None:
