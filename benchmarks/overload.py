@@ -53,6 +53,8 @@ PRODUCERS = 2
 """Simulator processes offering the overload: one Python process alone cannot offer it on two cores."""
 CONSUMERS = {"lake": "lake-sink", "speed": "speed-1"}
 """Position name -> the process that advances it."""
+BATCH_PYTHON = "batch run's Python alone"
+"""The batch run's own process, without its Spark JVM: the rest of the batch run's tree is the JVM."""
 
 
 @dataclass
@@ -62,10 +64,18 @@ class Memory:
     name: str
     samples: list[tuple[float, float]] = field(default_factory=list)
     """(seconds since the overload began, MiB)."""
+    peak_anonymous: float = 0.0
+    """The most resident MiB not backed by a file: mapped files (the speed worker's batch id index) are
+    page cache the kernel can take back."""
 
     @property
     def peak(self) -> float:
         return max((mib for _, mib in self.samples), default=0.0)
+
+    def sample(self, at: float, pid: int, alone: bool = False) -> None:
+        resident, anonymous = _tree_mib(pid, alone)
+        self.samples.append((at, resident))
+        self.peak_anonymous = max(self.peak_anonymous, anonymous)
 
     def median_between(self, start: float, end: float) -> float:
         window = [mib for at, mib in self.samples if start <= at < end]
@@ -224,7 +234,7 @@ def _overload(
     broker_pid = platform.cluster.nodes[0].running_pid()
     if broker_pid is not None:
         pids["broker"] = broker_pid
-    figures.memory = {name: Memory(name) for name in [*pids, "batch run"]}
+    figures.memory = {name: Memory(name) for name in [*pids, "batch run", BATCH_PYTHON]}
     per_source = figures.offered_per_s / 3 / PRODUCERS  # three sources in each producer process
     loads = [
         _simulate(
@@ -246,9 +256,10 @@ def _overload(
     while True:
         now = time.monotonic() - began
         for name, pid in pids.items():
-            figures.memory[name].samples.append((now, _tree_mib(pid)))
+            figures.memory[name].sample(now, pid)
         if platform.batch is not None and platform.batch.poll() is None:
-            figures.memory["batch run"].samples.append((now, _tree_mib(platform.batch.pid)))
+            figures.memory["batch run"].sample(now, platform.batch.pid)
+            figures.memory[BATCH_PYTHON].sample(now, platform.batch.pid, alone=True)
         positions = _positions(settings)
         lags = {name: positions["end"] - positions[name] for name in ("lake", "speed")}
         for name, lag in lags.items():
@@ -306,8 +317,9 @@ def _wait_caught_up(settings: Settings, limit_s: float) -> None:
     raise RuntimeError(f"the lake sink and the speed worker did not catch up in {limit_s:.0f} s")
 
 
-def _tree_mib(pid: int) -> float:
-    """Resident MiB of ``pid`` and every process below it (a batch run's Spark JVM, say)."""
+def _tree_mib(pid: int, alone: bool = False) -> tuple[float, float]:
+    """Resident MiB of ``pid`` and every process below it (a batch run's Spark JVM, say), or of ``pid``
+    ``alone``, and the part of it that no file backs."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -315,15 +327,18 @@ def _tree_mib(pid: int) -> float:
         except OSError:
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0, [pid]
+    total, anonymous, todo = 0, 0, [pid]
     while todo:
         current = todo.pop()
         try:
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * PAGE
+            pages = Path(f"/proc/{current}/statm").read_text().split()
         except OSError:
             continue
-        todo.extend(children.get(current, []))
-    return total / 2**20
+        total += int(pages[1]) * PAGE
+        anonymous += (int(pages[1]) - int(pages[2])) * PAGE  # resident less shared (file-backed) pages
+        if not alone:
+            todo.extend(children.get(current, []))
+    return total / 2**20, anonymous / 2**20
 
 
 def _count_losses(settings: Settings, figures: OverloadFigures) -> None:
@@ -352,13 +367,14 @@ def report(f: OverloadFigures) -> list[str]:
         f"speed {f.max_lag['speed']:,}; at the drop lake {f.lag_at_drop['lake']:,}, speed {f.lag_at_drop['speed']:,}",
         f"recovery after the load dropped to {RELIEF:.0%} of the capacity: "
         + ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sorted(f.recovery_s.items())),
-        "resident memory per component (MiB): peak, median of the overload's first and last minute",
+        "resident memory per component (MiB): peak, median of the overload's first and last minute; "
+        "peak not backed by a file",
     ]
     end = f.overload_s
     for memory in f.memory.values():
         lines.append(
             f"  {memory.name:<10} peak {memory.peak:6.0f}   first minute {memory.median_between(0, 60):6.0f}   "
-            f"last minute {memory.median_between(end - 60, end):6.0f}"
+            f"last minute {memory.median_between(end - 60, end):6.0f}   anonymous {memory.peak_anonymous:6.0f}"
         )
     lines.append(f"batch runs: {f.batch_versions}")
     peak = max((m.peak for m in f.memory.values()), default=0.0)
