@@ -47,7 +47,7 @@ def test_three_minutes_of_random_kills_keep_the_merged_views_exact(tmp_path: Pat
     figures = run_chaos(local_cluster_settings(tmp_path), minutes=3, seed=11, rate=50, show=print)
     print("\n".join(report(figures)))
     assert all(figures.kills[kind] >= 1 for kind in KINDS), figures.kills
-    assert figures.samples >= 100, "a read started every second, and most of them were checked"
+    assert figures.samples >= 150, "a read started every second (~175 in 3 minutes), and each was checked"
     assert figures.mismatched == 0, figures.mismatch_notes[:5]
     assert figures.lost == 0 and figures.duplicated == 0
     assert figures.reflected == figures.produced, "at the end the merged views reflect every record produced"
