@@ -86,7 +86,7 @@ class ChaosFigures:
     """Readings never compared: the oracle never read every record they reflect in time."""
     mismatch_notes: list[str] = field(default_factory=list)
     sample_seconds: list[tuple[float, float]] = field(default_factory=list)
-    """Per sample: reading the merged views (and the oracle catching up), recomputing them."""
+    """Per sample: reading the merged views, recomputing them."""
 
     def last_line(self) -> str:
         return (
