@@ -250,8 +250,8 @@ def touched_periods(files: list[str], ranges: dict[int, tuple[int, int]], base: 
         times = pq.read_table(file, columns=["event_time", "kafka_offset"])
         offsets = times.column("kafka_offset")
         inside = pc.and_(pc.greater_equal(offsets, start), pc.less(offsets, end))
-        stamps = times.column("event_time").filter(inside)
-        hours.update(pc.unique(pc.strftime(stamps, format="%Y-%m-%dT%H", locale="C")).to_pylist())
+        stamps = pc.unique(pc.floor_temporal(times.column("event_time").filter(inside), unit="hour"))
+        hours.update(pc.strftime(stamps, format="%Y-%m-%dT%H", locale="C").to_pylist())  # few: format after unique
     return sorted({base.period_of(hour) for hour in hours})
 
 
