@@ -238,7 +238,8 @@ def report(f: ServingFigures) -> list[str]:
         f"{f.qps:,.0f}/s, p50 {f.pg_p50_ms:.1f} ms, p99 {f.pg_p99_ms:.1f} ms (target p99 <= 10 ms: "
         f"{'met' if f.pg_p99_ms <= 10 else 'NOT met'})",
         f"inside the serving process (its /metrics, from a statement's arrival to its last row sent): 99 % of "
-        f"{f.server.statements:,} statements within {f.server.latency_bound_s(0.99) * 1000:g} ms; the rest of the "
+        f"{f.server.statements:,} statements (the markers' polls included) within "
+        f"{f.server.latency_bound_s(0.99) * 1000:g} ms; the rest of the "
         "clients' latency is spent before a statement arrives or after its last row is sent (sockets, and waiting "
         f"for one of the {os.cpu_count()} cores)",
         f"result cache (LAMBDA_SERVING_RESULT_CACHE_ROWS): {lookups.get('hit', 0):,.0f} statements answered "
