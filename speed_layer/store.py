@@ -105,7 +105,11 @@ def _segment_folder(state: PartitionState, sequence: int) -> str:
 def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: bool) -> Segment:
     folder = _segment_folder(state, sequence)
     target = root / folder
-    target.mkdir(parents=True, exist_ok=True)
+    # a worker killed inside a publish of this very folder (same offsets, same sequence: CURRENT never
+    # named it, so no reader does) left files that must not count here: a torn ids file, or ids it
+    # counted that this attempt did not
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
     views = []
     for name, rows in sorted(state.open_rows.items()):
         if rows.num_rows == 0:
@@ -120,7 +124,6 @@ def _write_segment(root: Path, state: PartitionState, sequence: int, sealed: boo
         pq.write_table(pa.concat_tables(chunks), target / f"ids-{sequence}.parquet")
     else:
         for path in earlier:  # published before: linked, not rewritten
-            (target / path.name).unlink(missing_ok=True)  # left by a publish that crashed before CURRENT
             os.link(path, target / path.name)
         if state.open_ids:
             pq.write_table(pa.concat_tables(state.open_ids), target / f"ids-{sequence}.parquet")

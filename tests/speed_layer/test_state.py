@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from lambda_contracts.columns import events_to_arrow
@@ -23,7 +24,7 @@ from lambda_contracts.speed_snapshot import partition_root, read_snapshot, snaps
 from lambda_contracts.views import FIRST_VIEWS, VIEW_NAMES, VIEWS
 from sources.simulators import merged_records
 from speed_layer.counted import BatchIds, Counted
-from speed_layer.state import PartitionState, settle_all
+from speed_layer.state import ID_SCHEMA, PartitionState, settle_all
 from speed_layer.store import LostPartitionError, counted_ids, publish, restore
 from tests.fakes import FakeRecord
 from tests.flows import lively_simulators
@@ -276,3 +277,37 @@ def test_a_restart_forgets_what_a_rebuild_spilled(tmp_path: Path) -> None:
     state.hold_until = 0
     state.settle(duck.connect())
     assert rows_of(state) == expected(items)
+
+
+@pytest.mark.parametrize("leftover", ["torn", "complete"])
+def test_a_publish_a_crash_interrupted_leaves_nothing_the_next_attempt_reads(tmp_path: Path, leftover: str) -> None:
+    """A worker killed inside a publish leaves the folder of a sequence CURRENT never named; the next
+    owner may publish that same folder (same offsets and sequence, as a replay does). What the dead
+    attempt wrote there must not count: neither a torn ids file nor ids this attempt did not count."""
+    items = valid_records(900)
+    connection = duck.connect()
+    state, counted = PartitionState(0, open_start=0, next_offset=0, cutoff=0), counter()
+    take(state, counted, items[:300])
+    state.settle(connection)
+    publish(state, tmp_path, seal=False)
+    redelivered = [FakeRecord(r.value, 300 + r.offset, 0) for r in items[:300]]
+    take(state, counted, redelivered)  # offsets advance, nothing new counted: this publish writes no ids file
+    state.settle(connection)
+    dead = partition_root(tmp_path, 0) / f"segments/{state.open_start}-{state.next_offset}-{state.sequence + 1}"
+    dead.mkdir(parents=True)
+    ids_file = dead / f"ids-{state.sequence + 1}.parquet"
+    if leftover == "torn":
+        ids_file.write_bytes(b"PAR1")  # killed just after the header
+    else:
+        foreign = pa.table({"event_id": pa.array([b"f" * 16], pa.binary(16)), "kafka_offset": [301]})
+        pq.write_table(foreign.cast(ID_SCHEMA), ids_file)  # the dead attempt had counted an id this one did not
+    publish(state, tmp_path, seal=False)
+    take(state, counted, [FakeRecord(r.value, 300 + r.offset, 0) for r in items[300:]])
+    state.settle(connection)
+    publish(state, tmp_path, seal=True)  # reads the ids of every earlier publish of the segment
+    restored = restore(tmp_path, 0, cutoff=0)
+    assert restored is not None
+    ids = counted_ids(tmp_path, restored)
+    assert ids.num_rows == len(counted.speed), "exactly the ids counted, none of the dead attempt's"
+    assert counted.speed.contains(ids.column("event_id")).all()
+    assert rows_of(restored) == rows_of(state)
