@@ -46,7 +46,7 @@ from lambda_contracts.plumbing.kafka import new_consumer, subscribe_when_known
 from lambda_contracts.plumbing.micro_batch import decode_micro_batch
 from lambda_contracts.serde import WIRE
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import partition_root, read_snapshot
+from lambda_contracts.speed_snapshot import current_sequence, partition_root, read_snapshot
 from speed_layer.counted import BatchIds, Counted
 from speed_layer.state import PartitionState, Pending, settle_all
 from speed_layer.store import LostPartitionError, counted_ids, publish, restore
@@ -511,6 +511,7 @@ class SpeedWorker:
         """Publish every changed partition but those in ``defer``, one worker at a time, first reading what
         others published."""
         with folder_lock(self.root):
+            self._let_go_of_taken()
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
                 for own in self.states.values():
@@ -563,6 +564,24 @@ class SpeedWorker:
                 superseded = partition_root(self.root, partition) / previous_open
                 self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)
         return not full
+
+    def _let_go_of_taken(self) -> None:
+        """Let go of own partitions another worker published since we did: the group gave them to it in a
+        rebalance this worker has not seen yet (evicted while a broker was down, say). Done under the publish
+        lock, so ``_tail_others`` then reads what that worker counted there; otherwise a copy on one of our
+        partitions of an event it counted there would be published next to its count, and counted twice
+        until a batch run covered both."""
+        for partition, state in list(self.states.items()):
+            sequence = current_sequence(self.root, partition)
+            if sequence != state.sequence:
+                log.warning(
+                    "speed partition %d was published by another worker (snapshot %d; ours %d): the group gave "
+                    "it away; letting go of it and reading what that worker counted there",
+                    partition,
+                    sequence,
+                    state.sequence,
+                )
+                self._let_go(partition)
 
     def _tail_others(self) -> IdSet:
         """Ids other workers published since we last looked (their partitions only)."""

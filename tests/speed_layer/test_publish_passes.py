@@ -20,7 +20,7 @@ from lambda_contracts.plumbing.event_ids import id_bytes
 from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import read_snapshot
 from speed_layer.state import PartitionState
-from speed_layer.store import LostPartitionError, counted_ids, publish
+from speed_layer.store import LostPartitionError, counted_ids, publish, restore
 from speed_layer.worker import SpeedWorker
 from tests.fakes import FakeRecord
 from tests.speed_layer.test_state import decoded, valid_records
@@ -194,3 +194,37 @@ def test_a_rebuild_that_cannot_spill_to_a_full_disk_keeps_its_events_in_memory(
     worker._spill_if_large(state, tmp_path / "scratch")
     assert state.pending_rows == 30 and sum(t.num_rows for t in state.pending) == 30, "nothing is lost"
     assert "no space left to keep its rebuild's events on disk" in caplog.text
+
+
+def test_a_copy_of_what_a_stale_owner_published_on_a_partition_taken_from_it_is_not_counted_again(
+    tmp_path: Path,
+) -> None:
+    """A rebalance gave partition 0 to the second worker while the first, evicted from the group without
+    knowing it yet (its coordinator died, say), still publishes it. The second worker must not count on
+    partition 3 copies of what the first just published on 0: it lets go of 0 and reads its ids first."""
+    stale = SpeedWorker(Settings(data_dir=tmp_path), consumer=cast(KafkaConsumer, object()))
+    stale.states = {0: fresh_state(0, 0)}
+    stale.states[0].changed = True
+    stale._publish()
+    new_owner = SpeedWorker(Settings(data_dir=tmp_path), consumer=cast(KafkaConsumer, SeekingConsumer()))
+    restored = restore(new_owner.settings.speed_views_path, 0, cutoff=0)
+    assert restored is not None
+    new_owner.states = {0: restored, 3: fresh_state(3, 1000)}
+    items = distinct_records(300)
+
+    stale._claim(stale.states[0], decoded(items), 300)
+    stale._publish()  # its own publishes of 0 are still accepted: the new owner has not published 0
+    new_owner._claim(new_owner.states[3], decoded(copies(items[100:300], 3, 1000)), 1200)
+    new_owner._publish()
+
+    assert 0 not in new_owner.states, "it lets go of the partition another worker published since it took it"
+    root = new_owner.settings.speed_views_path
+    zero, three = read_snapshot(root, 0), read_snapshot(root, 3)
+    assert zero is not None and three is not None
+    assert (zero.next_offset, three.next_offset) == (300, 1200)
+    seen = [
+        set(counted_ids(root, restore(root, p, cutoff=0) or fresh_state(p, 0)).column("event_id").to_pylist())
+        for p in (0, 3)
+    ]
+    assert not seen[0] & seen[1], "each copy counted once, wherever it lands"
+    assert seen[0] | seen[1] == set(id_bytes(decoded(items).column("event_id")).to_pylist())
