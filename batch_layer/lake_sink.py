@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
-from kafka.errors import CommitFailedError, RebalanceInProgressError
+from kafka.errors import CommitFailedError, KafkaTimeoutError, RebalanceInProgressError
 
 from batch_layer.lake import FencedError, Lake
 from lambda_contracts.columns import EVENT_SCHEMA, with_ingest_time
@@ -50,6 +50,8 @@ FETCH_MIN_BYTES = 1024 * 1024
 FETCH_MAX_WAIT_MS = 500
 """The lake commits every ``lake_flush_seconds``: a fetch may wait up to half a second for 1 MiB of records,
 so at low rates the broker answers a couple of fetches a second instead of one per producer request."""
+DEAD_LETTER_FLUSH_S = 30.0
+"""How long a flush waits for the dead-letter topic to acknowledge before it gives up until the next flush."""
 
 
 def sink_consumer(settings: Settings) -> KafkaConsumer:
@@ -100,14 +102,16 @@ class LakeSink:
         """Partition -> the highest source offset already in the dead-letter topic when we took it."""
         self._last_flush = time.monotonic()
         self.space = SpaceWait("lake sink", settings.lake_path)
+        self._dead_letters_late_since: float | None = None
+        """Since when the dead-letter topic has not acknowledged a flush in time (None: it does)."""
 
     def run(self, stop: threading.Event) -> SinkStats:
         self.lake.ensure_table()
         subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
-                if self.space.waiting:  # take nothing more while what we hold cannot be written
-                    self.consumer.pause(*self.consumer.assignment())
+                if self.space.waiting or self._dead_letters_late_since is not None:
+                    self.consumer.pause(*self.consumer.assignment())  # take nothing more while we cannot commit
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 self._follow_assignment()
                 for tp, records in batches.items():
@@ -200,7 +204,8 @@ class LakeSink:
             self._space_back()  # nothing held any more (the partitions moved): take records again
             return
         self._decode()
-        self.dead_letters.flush()  # a rejected record is in the dead-letter topic before its offset is committed
+        if not self._dead_letters_acknowledged():
+            return  # a rejected record is in the dead-letter topic before its offset is committed
         while partitions:
             rows = pa.concat_tables([EVENT_SCHEMA.empty_table()] + [t for p in partitions for t in self._buffer[p]])
             expected = {p: self._committed[p] for p in partitions}
@@ -227,6 +232,35 @@ class LakeSink:
             log.info("lake version %d: %d rows, offsets %s", version, rows.num_rows, next_offsets)
             self._commit_group_offsets(next_offsets)
             return
+
+    def _dead_letters_acknowledged(self) -> bool:
+        """Wait for the dead letters sent so far; False if the brokers did not acknowledge them in time.
+
+        While a broker node fails over (or fewer replicas than ``min.insync.replicas`` are in sync) that can
+        take longer than the flush's timeout. The rows and offsets stay uncommitted and the next flush waits
+        again, so a failover slows the sink down instead of stopping it; a dead letter the producer gave up
+        on (``DeadLetterError``) still stops it, to be re-read from the lake's offsets by its restart."""
+        try:
+            self.dead_letters.flush(timeout_s=DEAD_LETTER_FLUSH_S)
+        except KafkaTimeoutError:
+            if self._dead_letters_late_since is None:
+                self._dead_letters_late_since = time.monotonic()
+                log.warning(
+                    "the dead-letter topic did not acknowledge this flush's dead letters within %.0f s (a broker "
+                    "failing over, or fewer replicas in sync than min.insync.replicas); nothing is committed "
+                    "until it does, and each flush waits again. Check `lambdactl broker status` if it lasts.",
+                    DEAD_LETTER_FLUSH_S,
+                )
+            return False
+        if self._dead_letters_late_since is not None:
+            log.warning(
+                "the dead-letter topic acknowledged again after %.0f s; committing",
+                time.monotonic() - self._dead_letters_late_since,
+            )
+            self._dead_letters_late_since = None
+            if not self.space.waiting:
+                self.consumer.resume(*self.consumer.assignment())
+        return True
 
     def _space_back(self) -> None:
         if self.space.waiting:
