@@ -27,8 +27,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -84,6 +85,8 @@ class ChaosFigures:
     """Samples where no partition's speed rows were used (a stranded partition, or none published yet)."""
     unchecked: int = 0
     """Readings never compared: the oracle never read every record they reflect in time."""
+    taken_from_stale_owners: int = 0
+    """Times a speed worker let go of a partition it still held because another had published it since."""
     mismatch_notes: list[str] = field(default_factory=list)
     sample_seconds: list[tuple[float, float]] = field(default_factory=list)
     """Per sample: reading the merged views, recomputing them."""
@@ -358,14 +361,16 @@ def run_chaos(
     rate: float = 100.0,
     cross_partition_share: float = 0.5,
     kinds: tuple[str, ...] = KINDS,
+    keep_data: Path | None = None,
     show: Callable[[str], None] = print,
 ) -> ChaosFigures:
     """``rate`` is records per second per source (three sources); ``cross_partition_share`` of the
-    redeliveries (5 % of records) are resent under another key, so land on another partition."""
+    redeliveries (5 % of records) are resent under another key, so land on another partition.
+    ``keep_data``: an empty or new folder to run in and leave behind (every component's log, the lake,
+    the views and the brokers' logs), to look into a mismatch; otherwise a temporary one."""
     figures = ChaosFigures()
     rng = random.Random(seed)
-    with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
-        folder = Path(scratch)
+    with _soak_folder(keep_data) as folder:
         settings = _soak_settings(settings, folder)
         cluster = LocalBroker(settings)
         cluster.start()
@@ -419,7 +424,30 @@ def run_chaos(
             stop.set()
             platform.stop()
             cluster.stop()
+        figures.taken_from_stale_owners = _logged(folder.glob("speed-*.log"), TAKEN_FROM_STALE_OWNER)
     return figures
+
+
+TAKEN_FROM_STALE_OWNER = b"was published by another worker"
+"""What a speed worker logs when it finds a partition of its own published by another one (the group gave it
+away while this worker did not know yet) and lets go of it."""
+
+
+@contextmanager
+def _soak_folder(keep: Path | None) -> Iterator[Path]:
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="chaos-") as scratch:
+            yield Path(scratch)
+        return
+    if keep.exists() and any(keep.iterdir()):
+        raise ValueError(f"{keep} is not empty: give a new or empty folder to keep the soak's data in")
+    keep.mkdir(parents=True, exist_ok=True)
+    yield keep
+
+
+def _logged(logs: Iterable[Path], line: bytes) -> int:
+    """How many lines of ``logs`` hold ``line``."""
+    return sum(text.count(line) for text in (path.read_bytes() for path in logs))
 
 
 def _soak_settings(settings: Settings, folder: Path) -> Settings:
@@ -660,6 +688,10 @@ def report(figures: ChaosFigures) -> list[str]:
     lines.append(
         f"samples served from the batch alone (no partition's speed rows merged): {figures.batch_only_samples}; "
         f"readings never checked (the oracle had not read what they reflect in time): {figures.unchecked}"
+    )
+    lines.append(
+        "speed partitions let go of because another worker had published them (a rebalance the holder had not "
+        f"seen yet): {figures.taken_from_stale_owners}"
     )
     lines += [f"  mismatch: {note}" for note in figures.mismatch_notes[:10]]
     lines.append(figures.last_line())

@@ -676,6 +676,10 @@ def bench_chaos(
         typer.Option(help="Kill only these (repeatable): broker, lake-sink, speed, serve, batch-spark, batch-publish."),
     ] = None,
     no_kills: Annotated[bool, typer.Option("--no-kills", help="Kill nothing: the soak's baseline.")] = False,
+    keep_data: Annotated[
+        Path | None,
+        typer.Option(help="A new or empty folder to run in and keep: every component's log, lake, views."),
+    ] = None,
 ) -> None:
     """The whole platform under random SIGKILLs; merged views checked against a recompute every second."""
     from benchmarks.chaos import KINDS, report, run_chaos
@@ -690,6 +694,7 @@ def bench_chaos(
         rate=rate,
         cross_partition_share=cross_partition_share,
         kinds=() if no_kills else tuple(kill or KINDS),
+        keep_data=keep_data,
         show=typer.echo,
     )
     for line in report(figures):
