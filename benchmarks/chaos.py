@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import queue
 import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -85,6 +86,10 @@ class ChaosFigures:
     """Samples where no partition's speed rows were used (a stranded partition, or none published yet)."""
     unchecked: int = 0
     """Readings never compared: the oracle never read every record they reflect in time."""
+    exits: Counter[str] = field(default_factory=Counter)
+    """Services that exited without being killed (restarted, as the demo and compose do)."""
+    evidence: Path | None = None
+    """A kept soak's folder (``keep_data``): each mismatch is written down there, the first with the state."""
     taken_from_stale_owners: int = 0
     """Times a speed worker let go of a partition it still held because another had published it since."""
     mismatch_notes: list[str] = field(default_factory=list)
@@ -272,6 +277,13 @@ class Platform:
         self.processes[name].terminate()
         _wait_or_kill(self.processes[name])
 
+    def restart_exited(self) -> list[str]:
+        """Start again the services that exited on their own (as the demo and compose do); their names."""
+        exited = [name for name, process in self.processes.items() if process.poll() is not None]
+        for name in exited:
+            self.start(name)
+        return exited
+
     def kill(self, name: str) -> None:
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
@@ -371,6 +383,7 @@ def run_chaos(
     figures = ChaosFigures()
     rng = random.Random(seed)
     with _soak_folder(keep_data) as folder:
+        figures.evidence = folder if keep_data is not None else None
         settings = _soak_settings(settings, folder)
         cluster = LocalBroker(settings)
         cluster.start()
@@ -494,7 +507,7 @@ def _soak(
         thread.start()
     try:
         for kind, instant in zip(plan, instants, strict=True):
-            if done.wait(timeout=max(0.0, started + instant - time.monotonic())):
+            if _wait_restarting(platform, done, started + instant, figures, show):
                 break
             show(f"  {time.monotonic() - started:5.0f} s: kill {kind}")
             if kind == "broker":
@@ -512,12 +525,25 @@ def _soak(
                 figures.kills["speed"] += 1
             else:
                 batch_kills.append(kind)  # the batch thread kills its next run inside that step
-        remaining = seconds - (time.monotonic() - started)
-        done.wait(timeout=max(0.0, remaining))
+        _wait_restarting(platform, done, started + seconds, figures, show)
     finally:
         done.set()
         for thread in threads:
             thread.join()
+
+
+def _wait_restarting(
+    platform: Platform, done: threading.Event, until: float, figures: ChaosFigures, show: Callable[[str], None]
+) -> bool:
+    """Wait until the monotonic instant ``until``, restarting every second the services that exited on their own
+    (counted: the soak asks that nothing crashes); True if the soak was ended meanwhile."""
+    while not done.wait(timeout=max(0.0, min(1.0, until - time.monotonic()))):
+        for name in platform.restart_exited():
+            figures.exits[name] += 1
+            show(f"        {name} exited on its own (see {name}.log); started again")
+        if time.monotonic() >= until:
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -621,6 +647,36 @@ def _check(oracle: OracleViews, figures: ChaosFigures, sample: Sample) -> None:
             f"missing (e.g. {next(iter(missing), None)}), {sum(extra.values())} unexpected "
             f"(e.g. {next(iter(extra), None)}); status {reading.described}"
         )
+        if figures.evidence is not None:
+            _keep_evidence(oracle.settings, figures.evidence, sample, {n: (expected[n], views[n]) for n in wrong})
+
+
+def _keep_evidence(
+    settings: Settings,
+    folder: Path,
+    sample: Sample,
+    differing: dict[str, tuple[Counter[tuple[str, ...]], Counter[tuple[str, ...]]]],
+) -> None:
+    """A kept soak's record of a mismatch: every differing row, in ``mismatches.log``; and for the first, a copy
+    of the speed layer's folder and the batch manifests as they are when it is checked (a mismatch that lasts
+    is still in them), to find the events and the partitions behind it."""
+    reading = sample.reading
+    assert reading is not None
+    with (folder / "mismatches.log").open("a") as log:
+        log.write(f"reading that ended at {datetime.fromtimestamp(sample.read_at, UTC).isoformat()}, ")
+        log.write(f"reflected offsets {reading.reflected}; {reading.described}\n")
+        for name, (expected, served) in differing.items():
+            for row in sorted((expected - served).elements()):
+                log.write(f"  {name} expected, not served: {row}\n")
+            for row in sorted((served - expected).elements()):
+                log.write(f"  {name} served, not expected: {row}\n")
+    first = folder / "first-mismatch"
+    if first.exists():
+        return
+    shutil.copytree(settings.speed_views_path, first / "speed", ignore=shutil.ignore_patterns("*.lock"))
+    shutil.copytree(settings.batch_views_path / "manifests", first / "batch-manifests")
+    shutil.copy(settings.batch_views_path / "CURRENT", first / "batch-CURRENT")
+    (first / "reading.txt").write_text(f"{reading.reflected}\n{reading.described}\n")
 
 
 def _settle(
@@ -689,6 +745,8 @@ def report(figures: ChaosFigures) -> list[str]:
         f"samples served from the batch alone (no partition's speed rows merged): {figures.batch_only_samples}; "
         f"readings never checked (the oracle had not read what they reflect in time): {figures.unchecked}"
     )
+    exits = ", ".join(f"{name} {count}" for name, count in sorted(figures.exits.items())) or "none"
+    lines.append(f"services that exited without being killed (started again): {exits}")
     lines.append(
         "speed partitions let go of because another worker had published them (a rebalance the holder had not "
         f"seen yet): {figures.taken_from_stale_owners}"
