@@ -110,7 +110,7 @@ class LakeSink:
         subscribe_when_known(self.consumer, self.topic)
         try:
             while not stop.is_set():
-                if self.space.waiting or self._dead_letters_late_since is not None:
+                if self._held_up:
                     self.consumer.pause(*self.consumer.assignment())  # take nothing more while we cannot commit
                 batches = self.consumer.poll(timeout_ms=POLL_TIMEOUT_MS)
                 self._follow_assignment()
@@ -258,14 +258,22 @@ class LakeSink:
                 time.monotonic() - self._dead_letters_late_since,
             )
             self._dead_letters_late_since = None
-            if not self.space.waiting:
-                self.consumer.resume(*self.consumer.assignment())
+            self._resume_unless_held_up()
         return True
+
+    @property
+    def _held_up(self) -> bool:
+        """Whether a commit cannot happen now: the disk is full, or dead letters wait to be acknowledged."""
+        return self.space.waiting or self._dead_letters_late_since is not None
+
+    def _resume_unless_held_up(self) -> None:
+        if not self._held_up:
+            self.consumer.resume(*self.consumer.assignment())
 
     def _space_back(self) -> None:
         if self.space.waiting:
             self.space.succeeded()
-            self.consumer.resume(*self.consumer.assignment())
+            self._resume_unless_held_up()
 
     def _fenced(self, advanced: dict[int, int]) -> None:
         """Another sink wrote these partitions: drop our copy and continue from the lake's offset."""
