@@ -117,6 +117,7 @@ def friendly_errors(command: Callable[P, R]) -> Callable[P, R]:
             typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
         except KafkaError as error:
+            logging.getLogger("lambdactl").debug("the Kafka call that failed", exc_info=True)  # shown with -v
             settings = get_settings()
             typer.secho(
                 f"error: Kafka at {settings.bootstrap_servers} did not answer ({error}). Is the broker running? "

@@ -13,9 +13,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaTimeoutError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
 from lambda_contracts.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -64,11 +66,23 @@ def subscribe_when_known(consumer: KafkaConsumer, topic: str, timeout_s: float =
     partitions first avoids that.
     """
     deadline = time.monotonic() + timeout_s
-    while not consumer.partitions_for_topic(topic):
+    while not _partitions_known(consumer, topic, deadline):
         if time.monotonic() > deadline:
             raise KafkaTimeoutError(f"topic {topic} has no partitions after {timeout_s:.0f}s: create it first")
         time.sleep(0.1)  # the client is fetching metadata; asking again is the readiness check
     consumer.subscribe([topic])
+
+
+def _partitions_known(consumer: KafkaConsumer, topic: str, deadline: float) -> bool:
+    """Whether the client knows ``topic``'s partitions; a node that refuses the metadata request (killed or
+    restarting while the others serve) is asked around again until ``deadline``, not fatal at start."""
+    try:
+        return bool(consumer.partitions_for_topic(topic))
+    except KafkaError as error:
+        if not error.retriable or time.monotonic() > deadline:
+            raise
+        log.info("topic metadata not fetched yet (%s): asking another node", error)
+        return False
 
 
 @contextmanager
