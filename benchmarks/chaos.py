@@ -4,7 +4,8 @@ A three-node local broker cluster (replication 3, min ISR 2), simulators with la
 redeliveries (on the same partition and, resent under another key, on another one) and malformed
 records; a lake sink, two speed workers and serve as processes; a batch run every minute. At random
 instants one of them is SIGKILLed: a broker node (restarted after a few seconds), the lake sink, a
-speed worker, serve (each restarted at once, as a supervisor would), a batch run in the middle of
+speed worker, serve (each restarted at once, as a supervisor would), a speed worker kept down for 10-25 s
+(the other takes its partitions, often across a batch publish), a batch run in the middle of
 its Spark job or in the middle of writing and publishing its version (started again under the same
 run id, as Airflow's retry would).
 
@@ -56,7 +57,10 @@ from serving_layer.query import serving_connection
 from sources.producer import BatchingProducer
 from sources.run import RunReport, build_simulators, run_simulation
 
-KINDS = ("broker", "lake-sink", "speed", "serve", "batch-spark", "batch-publish")
+KINDS = ("broker", "lake-sink", "speed", "speed-outage", "serve", "batch-spark", "batch-publish")
+SPEED_OUTAGE_S = (10.0, 25.0)
+"""How long a speed worker stays down in an outage: past the group's session timeout, so the other worker takes
+its partitions, and often across a batch publish, so they are taken reconciled with the version before."""
 BATCH_EVERY_S = 60.0
 BROKER_DOWN_S = (4.0, 10.0)
 CHECKS_BEHIND = 30
@@ -259,6 +263,8 @@ class Platform:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.batch: subprocess.Popen[bytes] | None = None
         self.batch_runs = 0
+        self.down_until: dict[str, float] = {}
+        """Service -> the monotonic instant its outage ends (started again then, by ``restart_exited``)."""
         self.quotas: dict[str, CpuQuota] = {}
         """Service -> the CPU quota its process runs under (the overload benchmark's smaller machine)."""
 
@@ -278,17 +284,31 @@ class Platform:
         _wait_or_kill(self.processes[name])
 
     def restart_exited(self) -> list[str]:
-        """Start again the services that exited on their own (as the demo and compose do); their names."""
-        exited = [name for name, process in self.processes.items() if process.poll() is not None]
+        """Start again the services that exited on their own (as the demo and compose do), and those whose
+        outage is over; the names of the former."""
+        now = time.monotonic()
+        for name in [name for name, until in self.down_until.items() if until <= now]:
+            del self.down_until[name]
+            self.start(name)
+        exited = [
+            name
+            for name, process in self.processes.items()
+            if process.poll() is not None and name not in self.down_until
+        ]
         for name in exited:
             self.start(name)
         return exited
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str, down_s: float = 0.0) -> None:
+        """SIGKILL a service and start it again at once (a supervisor's restart), or after ``down_s`` (an
+        outage: a host down for a while), from ``restart_exited``."""
         process = self.processes[name]
         process.send_signal(signal.SIGKILL)
         process.wait()
-        self.start(name)
+        if down_s:
+            self.down_until[name] = time.monotonic() + down_s
+        else:
+            self.start(name)
 
     def start_batch(self, run_id: str) -> subprocess.Popen[bytes]:
         log = self.folder / f"batch-{run_id}.log"
@@ -523,6 +543,10 @@ def _soak(
             elif kind == "speed":
                 platform.kill(rng.choice(["speed-1", "speed-2"]))
                 figures.kills["speed"] += 1
+            elif kind == "speed-outage":
+                name = rng.choice(["speed-1", "speed-2"])
+                platform.kill(name, down_s=rng.uniform(*SPEED_OUTAGE_S))
+                figures.kills["speed-outage"] += 1
             else:
                 batch_kills.append(kind)  # the batch thread kills its next run inside that step
         _wait_restarting(platform, done, started + seconds, figures, show)

@@ -674,7 +674,10 @@ def bench_chaos(
     ] = 0.5,
     kill: Annotated[
         list[str] | None,
-        typer.Option(help="Kill only these (repeatable): broker, lake-sink, speed, serve, batch-spark, batch-publish."),
+        typer.Option(
+            help="Kill only these (repeatable): broker, lake-sink, speed, speed-outage (kept down 10-25 s), serve, "
+            "batch-spark, batch-publish."
+        ),
     ] = None,
     no_kills: Annotated[bool, typer.Option("--no-kills", help="Kill nothing: the soak's baseline.")] = False,
     keep_data: Annotated[

@@ -1,0 +1,79 @@
+"""The chaos soak's supervisor: a killed service comes back at once, or after its outage; one that exits on its
+own comes back and is counted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from benchmarks.chaos import Platform
+from infra.local_broker import LocalBroker
+from lambda_contracts.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+
+class SleepingPlatform(Platform):
+    """Services are plain sleeping processes (or ones that exit at once), launched in order."""
+
+    def __init__(self, tmp_path: Path, exits: frozenset[str] = frozenset()) -> None:
+        super().__init__(Settings(data_dir=tmp_path), tmp_path, cluster=cast(LocalBroker, None))  # no broker here
+        self.exits = exits
+        self.launched: list[str] = []
+
+    def _launch(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        self.launched.append(name)
+        code = "pass" if name in self.exits else "import time; time.sleep(60)"
+        return subprocess.Popen([sys.executable, "-c", code])
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.kill()
+            process.wait()
+
+
+def test_a_killed_service_is_started_again_at_once(tmp_path: Path) -> None:
+    platform = SleepingPlatform(tmp_path)
+    try:
+        platform.start("speed-1")
+        first = platform.processes["speed-1"]
+        platform.kill("speed-1")
+        assert first.returncode is not None
+        assert platform.processes["speed-1"].poll() is None
+        assert platform.launched == ["speed-1", "speed-1"]
+    finally:
+        platform.stop_all()
+
+
+def test_a_service_in_an_outage_stays_down_until_it_ends_and_is_not_counted_as_exited(tmp_path: Path) -> None:
+    platform = SleepingPlatform(tmp_path)
+    try:
+        platform.start("speed-1")
+        platform.start("speed-2")
+        platform.kill("speed-1", down_s=0.5)
+        assert platform.restart_exited() == [], "an outage is not a crash"
+        assert platform.launched == ["speed-1", "speed-2"], "still down"
+        deadline = time.monotonic() + 5
+        while "speed-1" in platform.down_until and time.monotonic() < deadline:
+            assert platform.restart_exited() == []
+            time.sleep(0.05)
+        assert platform.launched == ["speed-1", "speed-2", "speed-1"]
+        assert platform.processes["speed-1"].poll() is None
+    finally:
+        platform.stop_all()
+
+
+def test_a_service_that_exits_on_its_own_is_started_again_and_named(tmp_path: Path) -> None:
+    platform = SleepingPlatform(tmp_path, exits=frozenset({"lake-sink"}))
+    try:
+        platform.start("lake-sink")
+        platform.processes["lake-sink"].wait()
+        assert platform.restart_exited() == ["lake-sink"]
+        assert platform.launched == ["lake-sink", "lake-sink"]
+    finally:
+        platform.stop_all()
