@@ -513,9 +513,7 @@ def _soak(
 ) -> None:
     """Kill by plan for ``seconds`` while batch runs and samples go on in threads of their own."""
     started = time.monotonic()
-    plan = list(kinds)  # every kind once, then more at random up to one kill per 20 s
-    rng.shuffle(plan)
-    plan += [rng.choice(kinds) for _ in range(int(seconds / 20) - len(plan))] if kinds else []
+    plan = kill_plan(kinds, seconds, rng)
     instants = sorted(rng.uniform(10.0, max(10.0, 0.75 * seconds)) for _ in plan)
     done = threading.Event()
     batch_kills: list[str] = []
@@ -554,6 +552,17 @@ def _soak(
         done.set()
         for thread in threads:
             thread.join()
+
+
+def kill_plan(kinds: Sequence[str], seconds: float, rng: random.Random) -> list[str]:
+    """What to kill, in order: one kill per 20 s (at least one of each kind), every kind twice when there is
+    room for it and once otherwise, the rest chosen at random."""
+    if not kinds:
+        return []
+    kills = max(len(kinds), int(seconds / 20))
+    plan = list(kinds) * (2 if kills >= 2 * len(kinds) else 1)
+    rng.shuffle(plan)
+    return plan + [rng.choice(kinds) for _ in range(kills - len(plan))]
 
 
 def _wait_restarting(

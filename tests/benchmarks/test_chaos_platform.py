@@ -1,8 +1,9 @@
 """The chaos soak's supervisor: a killed service comes back at once, or after its outage; one that exits on its
-own comes back and is counted."""
+own comes back and is counted. Its kill plan."""
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import cast
 
 import pytest
 
-from benchmarks.chaos import Platform
+from benchmarks.chaos import KINDS, Platform, kill_plan
 from infra.local_broker import LocalBroker
 from lambda_contracts.settings import Settings
 
@@ -77,3 +78,11 @@ def test_a_service_that_exits_on_its_own_is_started_again_and_named(tmp_path: Pa
         assert platform.launched == ["lake-sink", "lake-sink"]
     finally:
         platform.stop_all()
+
+
+def test_ten_minutes_kill_every_kind_at_least_twice_and_three_minutes_each_once() -> None:
+    ten = kill_plan(KINDS, 600, random.Random(7))
+    assert len(ten) == 30 and all(ten.count(kind) >= 2 for kind in KINDS), ten
+    three = kill_plan(KINDS[:6], 180, random.Random(11))
+    assert len(three) == 9 and set(three) == set(KINDS[:6])
+    assert kill_plan((), 600, random.Random(7)) == []
