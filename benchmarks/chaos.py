@@ -4,8 +4,8 @@ A three-node local broker cluster (replication 3, min ISR 2), simulators with la
 redeliveries (on the same partition and, resent under another key, on another one) and malformed
 records; a lake sink, two speed workers and serve as processes; a batch run every minute. At random
 instants one of them is SIGKILLed: a broker node (restarted after a few seconds), the lake sink, a
-speed worker, serve (each restarted at once, as a supervisor would), a speed worker kept down for 10-25 s
-(the other takes its partitions, often across a batch publish), a batch run in the middle of
+speed worker, serve (each restarted at once, as a supervisor would), a speed outage (one worker killed, the
+other frozen until the next batch version is published, then thawed), a batch run in the middle of
 its Spark job or in the middle of writing and publishing its version (started again under the same
 run id, as Airflow's retry would).
 
@@ -48,6 +48,7 @@ from infra.local_broker import LocalBroker
 from infra.topics import ensure_topics
 from lambda_contracts.columns import events_to_arrow
 from lambda_contracts.intake import split
+from lambda_contracts.manifest import current_version
 from lambda_contracts.plumbing.kafka import admin_client, events_end_offsets, new_consumer, quiet_kafka_logs
 from lambda_contracts.serde import JsonSerde
 from lambda_contracts.settings import Settings
@@ -58,9 +59,10 @@ from sources.producer import BatchingProducer
 from sources.run import RunReport, build_simulators, run_simulation
 
 KINDS = ("broker", "lake-sink", "speed", "speed-outage", "serve", "batch-spark", "batch-publish")
-SPEED_OUTAGE_S = (10.0, 25.0)
-"""How long a speed worker stays down in an outage: past the group's session timeout, so the other worker takes
-its partitions, and often across a batch publish, so they are taken reconciled with the version before."""
+SPEED_OUTAGE_S = (5.0, 15.0)
+"""How long a speed worker killed in an outage stays down once the other is thawed."""
+OUTAGE_PUBLISH_WAIT_S = 120.0
+"""How long an outage waits for the next batch version before it ends anyway."""
 BATCH_EVERY_S = 60.0
 BROKER_DOWN_S = (4.0, 10.0)
 CHECKS_BEHIND = 30
@@ -542,8 +544,7 @@ def _soak(
                 platform.kill(rng.choice(["speed-1", "speed-2"]))
                 figures.kills["speed"] += 1
             elif kind == "speed-outage":
-                name = rng.choice(["speed-1", "speed-2"])
-                platform.kill(name, down_s=rng.uniform(*SPEED_OUTAGE_S))
+                _speed_outage(settings, platform, rng)
                 figures.kills["speed-outage"] += 1
             else:
                 batch_kills.append(kind)  # the batch thread kills its next run inside that step
@@ -552,6 +553,24 @@ def _soak(
         done.set()
         for thread in threads:
             thread.join()
+
+
+def _speed_outage(settings: Settings, platform: Platform, rng: random.Random) -> None:
+    """One speed worker killed, the other frozen (SIGSTOP: a process pause) until the next batch version is
+    published: no worker holds the partitions across the publish, so the thawed one takes the killed one's
+    partitions reconciled with the version before, and rebuilds them beside its own, which it reconciles
+    late; the killed one comes back a few seconds later and the group deals the partitions out again."""
+    killed, frozen = rng.sample(["speed-1", "speed-2"], 2)
+    version = current_version(settings.batch_views_path)
+    platform.kill(killed, down_s=OUTAGE_PUBLISH_WAIT_S + 60.0)  # started again below, once thawed
+    platform.processes[frozen].send_signal(signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + OUTAGE_PUBLISH_WAIT_S
+        while current_version(settings.batch_views_path) == version and time.monotonic() < deadline:
+            time.sleep(0.2)  # the batch thread publishes; its CURRENT file is the signal
+    finally:
+        platform.processes[frozen].send_signal(signal.SIGCONT)
+    platform.down_until[killed] = time.monotonic() + rng.uniform(*SPEED_OUTAGE_S)
 
 
 def kill_plan(kinds: Sequence[str], seconds: float, rng: random.Random) -> list[str]:

@@ -675,8 +675,8 @@ def bench_chaos(
     kill: Annotated[
         list[str] | None,
         typer.Option(
-            help="Kill only these (repeatable): broker, lake-sink, speed, speed-outage (kept down 10-25 s), serve, "
-            "batch-spark, batch-publish."
+            help="Kill only these (repeatable): broker, lake-sink, speed, speed-outage (one killed, the other "
+            "frozen across a batch publish), serve, batch-spark, batch-publish."
         ),
     ] = None,
     no_kills: Annotated[bool, typer.Option("--no-kills", help="Kill nothing: the soak's baseline.")] = False,

@@ -6,13 +6,14 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import cast
 
 import pytest
 
-from benchmarks.chaos import KINDS, Platform, kill_plan
+from benchmarks.chaos import KINDS, SPEED_OUTAGE_S, Platform, _speed_outage, kill_plan
 from infra.local_broker import LocalBroker
 from lambda_contracts.settings import Settings
 
@@ -86,3 +87,43 @@ def test_ten_minutes_kill_every_kind_at_least_twice_and_three_minutes_each_once(
     three = kill_plan(KINDS[:6], 180, random.Random(11))
     assert len(three) == 9 and set(three) == set(KINDS[:6])
     assert kill_plan((), 600, random.Random(7)) == []
+
+
+def process_state(pid: int) -> str:
+    """The one-letter state in /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def test_a_speed_outage_freezes_one_worker_until_a_batch_version_is_published_and_keeps_the_other_down(
+    tmp_path: Path,
+) -> None:
+    platform = SleepingPlatform(tmp_path)
+    settings = platform.settings
+    batch_root = settings.batch_views_path
+    batch_root.mkdir(parents=True)
+    (batch_root / "CURRENT").write_text("3")
+    try:
+        platform.start("speed-1")
+        platform.start("speed-2")
+        seen: dict[str, str] = {}
+
+        def publish_when_frozen() -> None:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and "T" not in seen.values():
+                for name in ("speed-1", "speed-2"):
+                    if platform.processes[name].poll() is None:
+                        seen[name] = process_state(platform.processes[name].pid)
+                time.sleep(0.01)
+            (batch_root / "CURRENT").write_text("4")
+
+        publisher = threading.Thread(target=publish_when_frozen)
+        publisher.start()
+        _speed_outage(settings, platform, random.Random(1))
+        publisher.join()
+        frozen = next(name for name, state in seen.items() if state == "T")
+        killed = "speed-2" if frozen == "speed-1" else "speed-1"
+        assert process_state(platform.processes[frozen].pid) != "T", "thawed once the version was published"
+        assert platform.processes[killed].poll() is not None and killed in platform.down_until
+        assert platform.down_until[killed] - time.monotonic() <= SPEED_OUTAGE_S[1]
+    finally:
+        platform.stop_all()
