@@ -266,6 +266,12 @@ class Counted:
         self._tailed[partition] = (snapshot.epoch, max(loaded_to, snapshot.next_offset))
         return new
 
+    def dropped(self, partition: int, ids: IdSet, unpublished_from: int) -> None:
+        """``partition`` dropped its unpublished counts of ``ids`` (another worker published them first): they
+        are counts no more, so they must not block a copy anywhere. Left behind, they blocked the copies that
+        other worker had counted once this one took that partition over and rebuilt it: counted nowhere."""
+        self.speed.drop_ids(partition, ids, from_offset=unpublished_from)
+
     def drop_below(self, cutoffs: dict[int, int]) -> None:
         """The batch counts what lies below its cutoffs now: the speed layer's copies of it go."""
         for partition, cutoff in cutoffs.items():

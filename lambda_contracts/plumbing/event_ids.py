@@ -205,6 +205,19 @@ class IdSet:
                 kept.append(remaining)
         self._runs = kept
 
+    def drop_ids(self, partition: int, ids: IdSet, from_offset: int = 0) -> None:
+        """Forget the ids of ``ids`` that ``partition`` counted from ``from_offset`` on (its other ids stay)."""
+        self._need_positions()
+        kept = []
+        for run in self._runs:
+            gone = (run["partition"] == partition) & (run["offset"] >= from_offset)
+            if gone.any():
+                gone[gone] = ids.contains_words(run["high"][gone], run["low"][gone])
+            remaining = {name: values[~gone] for name, values in run.items()} if gone.any() else run
+            if len(remaining["high"]):
+                kept.append(remaining)
+        self._runs = kept
+
     def overlaps(self, other: IdSet, partition: int, from_offset: int = 0) -> bool:
         """Whether ``other`` holds any id this set has for ``partition`` at ``from_offset`` or later."""
         self._need_positions()

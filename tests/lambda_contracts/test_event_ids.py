@@ -133,3 +133,21 @@ def test_an_id_set_without_positions_refuses_to_select_by_them() -> None:
         plain.classify_words(*_words(POOL[:1]), where=lambda tags, offsets: tags == 0)
     with pytest.raises(ValueError, match="do not merge"):
         IdSet().add_set(plain)
+
+
+def test_drop_ids_forgets_only_those_ids_of_that_partition_from_that_offset_on() -> None:
+    ids = [uuid.uuid4().bytes for _ in range(6)]
+    counted = IdSet()
+    counted.add(pa.array(ids[:4], pa.binary(16)), partition=1, offsets=[10, 11, 12, 13])
+    counted.add(pa.array(ids[2:], pa.binary(16)), partition=5, offsets=[20, 21, 22, 23])
+    dropped = IdSet(positions=False)
+    dropped.add(pa.array([ids[0], ids[2], ids[3], ids[5]], pa.binary(16)))
+
+    counted.drop_ids(1, dropped, from_offset=11)
+
+    def held_on(partition: int) -> list[bool]:
+        high, low = id_words(pa.array(ids, pa.binary(16)))
+        return [bool(held) for held in counted.contains_words(high, low, where=lambda tags, _: tags == partition)]
+
+    assert held_on(1) == [True, True, False, False, False, False], "ids[0] is below the offset; ids[1] not dropped"
+    assert held_on(5) == [False, False, True, True, True, True], "another partition's counts of them stay"
