@@ -515,8 +515,10 @@ class SpeedWorker:
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
                 for own in self.states.values():
-                    self.copies_elsewhere += own.drop_pending(published_elsewhere.contains)
-                    self.counted.dropped(own.partition, published_elsewhere, own.published_to)
+                    dropped = own.drop_pending(published_elsewhere.contains)
+                    if dropped:
+                        self.copies_elsewhere += dropped
+                        self.counted.dropped(own.partition, published_elsewhere, own.published_to)
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
             ready = {p for p, s in self.states.items() if not s.held_back and p not in defer}
