@@ -69,6 +69,12 @@ the GIL (six partitions one after another took ~100 ms at 10,000 events/s, and a
 for the ones before it)."""
 
 
+OVERTAKEN_ON_A_FULL_DISK = (
+    "had copies of events another worker published first aggregated for a publish the full disk refused: "
+    "reads its open segment again"
+)
+
+
 @dataclass(frozen=True)
 class InFlight:
     """Gathered records being decoded, and the offset range [start, end) taken per partition."""
@@ -514,7 +520,12 @@ class SpeedWorker:
             self._let_go_of_taken()
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
-                for own in self.states.values():
+                for own in list(self.states.values()):
+                    if self.space.waiting and self.counted.speed.overlaps(
+                        published_elsewhere, own.partition, from_offset=own.published_to
+                    ):  # rows aggregated for a publish the disk refused cannot give a copy back (a max, a min)
+                        self._restart_at(own, own.open_start, OVERTAKEN_ON_A_FULL_DISK)
+                        continue
                     dropped = own.drop_pending(published_elsewhere.contains)
                     if dropped:
                         self.copies_elsewhere += dropped

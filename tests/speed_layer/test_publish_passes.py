@@ -274,3 +274,53 @@ def test_copies_dropped_for_what_another_worker_published_first_do_not_block_the
 
     assert published(worker) == {0: (1, 200), 3: (2, 1200)}
     counted_once(worker, (0, 3), items)
+
+
+class PausingConsumer(AssigningConsumer):
+    """Also pauses and resumes (a full disk stops the intake)."""
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        pass
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        pass
+
+
+def test_rows_a_full_disk_kept_unpublished_give_back_a_copy_another_worker_published_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish refused by a full disk leaves a partition's rows aggregated but unpublished. If another worker
+    then publishes copies of some of those events first, the aggregated rows cannot give them back (a max, a
+    min): the partition reads its open segment again, and the copies are dropped then."""
+    settings = Settings(data_dir=tmp_path)
+    worker = SpeedWorker(settings, consumer=cast(KafkaConsumer, PausingConsumer(settings.events_topic, {0})))
+    worker.states = {0: fresh_state(0, 0)}
+    other = SpeedWorker(settings, consumer=cast(KafkaConsumer, SeekingConsumer()))
+    other.states = {3: fresh_state(3, 1000)}
+    items = distinct_records(300)
+
+    worker._claim(worker.states[0], decoded(items[:200]), 200)
+
+    def full(state: PartitionState, root: Path, seal: bool) -> object:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as disk:
+        disk.setattr(speed_layer.worker, "publish", full)
+        worker._publish()
+    assert worker.space.waiting and read_snapshot(settings.speed_views_path, 0) is None
+
+    other._claim(other.states[3], decoded(copies(items[100:300], 3, 1000)), 1200)
+    other._publish()
+    worker._publish()  # space is back: it reads what 3 published first
+    assert cast(SeekingConsumer, worker.consumer).seeks[-1] == (0, 0), "partition 0 reads its open segment again"
+    worker._claim(worker.states[0], decoded(items[:200]), 200)
+    worker._publish()
+
+    assert {p: offset for p, (_, offset) in published(worker).items()} == {0: 200, 3: 1200}
+    root = settings.speed_views_path
+    seen = [
+        set(counted_ids(root, restore(root, p, cutoff=0) or fresh_state(p, 0)).column("event_id").to_pylist())
+        for p in (0, 3)
+    ]
+    assert not seen[0] & seen[1], "each copy counted once, wherever it lands"
+    assert seen[0] | seen[1] == set(id_bytes(decoded(items).column("event_id")).to_pylist())
