@@ -520,16 +520,7 @@ class SpeedWorker:
             self._let_go_of_taken()
             published_elsewhere = self._tail_others()
             if len(published_elsewhere):
-                for own in list(self.states.values()):
-                    if self.space.waiting and self.counted.speed.overlaps(
-                        published_elsewhere, own.partition, from_offset=own.published_to
-                    ):  # rows aggregated for a publish the disk refused cannot give a copy back (a max, a min)
-                        self._restart_at(own, own.open_start, OVERTAKEN_ON_A_FULL_DISK)
-                        continue
-                    dropped = own.drop_pending(published_elsewhere.contains)
-                    if dropped:
-                        self.copies_elsewhere += dropped
-                        self.counted.dropped(own.partition, published_elsewhere, own.published_to)
+                self._give_way_to(published_elsewhere)
             # a rebuilding partition keeps its events pending (not aggregated) until it is published, so
             # copies another worker publishes first can still be dropped from them
             ready = {p for p, s in self.states.items() if not s.held_back and p not in defer}
@@ -578,6 +569,22 @@ class SpeedWorker:
                 superseded = partition_root(self.root, partition) / previous_open
                 self._discard_later(superseded, self.settings.speed_superseded_grace_seconds)
         return not full
+
+    def _give_way_to(self, published_elsewhere: IdSet) -> None:
+        """Other workers published these ids first: our unpublished copies of them are no counts. Pending rows
+        drop them, and so do our counted ids (left there, they would block the other worker's copies once we
+        take its partition over and rebuild it). Rows already aggregated for a publish a full disk refused
+        cannot give a copy back (a max, a min): that partition reads its open segment again."""
+        for own in list(self.states.values()):
+            if self.space.waiting and self.counted.speed.overlaps(
+                published_elsewhere, own.partition, from_offset=own.published_to
+            ):
+                self._restart_at(own, own.open_start, OVERTAKEN_ON_A_FULL_DISK)
+                continue
+            dropped = own.drop_pending(published_elsewhere.contains)
+            if dropped:
+                self.copies_elsewhere += dropped
+                self.counted.dropped(own.partition, published_elsewhere, own.published_to)
 
     def _let_go_of_taken(self) -> None:
         """Let go of own partitions another worker published since we did: the group gave them to it in a
