@@ -189,31 +189,38 @@ class IdSet:
 
     def drop(self, partition: int, below: int | None = None, from_offset: int | None = None) -> None:
         """Forget what ``partition`` counted below ``below`` and/or from ``from_offset`` on (all if neither)."""
-        self._need_positions()
-        kept = []
-        for run in self._runs:
-            gone = run["partition"] == partition
+
+        def gone(run: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.bool_]:
+            found: npt.NDArray[np.bool_] = run["partition"] == partition
             if below is not None or from_offset is not None:
-                outside = np.zeros(len(gone), dtype=np.bool_)
+                outside = np.zeros(len(found), dtype=np.bool_)
                 if below is not None:
                     outside |= run["offset"] < below
                 if from_offset is not None:
                     outside |= run["offset"] >= from_offset
-                gone &= outside
-            remaining = {name: values[~gone] for name, values in run.items()} if gone.any() else run
-            if len(remaining["high"]):
-                kept.append(remaining)
-        self._runs = kept
+                found &= outside
+            return found
+
+        self._forget(gone)
 
     def drop_ids(self, partition: int, ids: IdSet, from_offset: int = 0) -> None:
         """Forget the ids of ``ids`` that ``partition`` counted from ``from_offset`` on (its other ids stay)."""
+
+        def gone(run: dict[str, npt.NDArray[Any]]) -> npt.NDArray[np.bool_]:
+            found: npt.NDArray[np.bool_] = (run["partition"] == partition) & (run["offset"] >= from_offset)
+            if found.any():
+                found[found] = ids.contains_words(run["high"][found], run["low"][found])
+            return found
+
+        self._forget(gone)
+
+    def _forget(self, gone: Callable[[dict[str, npt.NDArray[Any]]], npt.NDArray[np.bool_]]) -> None:
+        """Remove from every run the entries ``gone`` marks (runs left empty go)."""
         self._need_positions()
         kept = []
         for run in self._runs:
-            gone = (run["partition"] == partition) & (run["offset"] >= from_offset)
-            if gone.any():
-                gone[gone] = ids.contains_words(run["high"][gone], run["low"][gone])
-            remaining = {name: values[~gone] for name, values in run.items()} if gone.any() else run
+            marked = gone(run)
+            remaining = {name: values[~marked] for name, values in run.items()} if marked.any() else run
             if len(remaining["high"]):
                 kept.append(remaining)
         self._runs = kept
