@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import duckdb
 
 from lambda_contracts.settings import Settings
+from serving_layer.loaded_rows import LoadedRows
 from serving_layer.pgwire import catalog
 from serving_layer.pgwire.results import REFRESH_TABLE
 from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
@@ -63,6 +64,7 @@ class LiveViews:
         catalog.install(self._admin)
         self._admin.execute(f"CREATE TABLE {REFRESH_TABLE} (number BIGINT)")
         self._admin.execute("SET GLOBAL TimeZone = 'UTC'")
+        self._loaded = LoadedRows(self._admin)
         self._served: dict[str, str] = {}
         self._kinds: dict[str, str] = {}
         """Relation -> TABLE or VIEW, as last created (replacing one by the other needs a DROP first)."""
@@ -87,13 +89,13 @@ class LiveViews:
         started = time.perf_counter()
         snapshot = resolve(self.settings)
         self._tell_stranded(snapshot)
-        statements = relations(snapshot)
+        statements = relations(snapshot)  # over the files: what changed since the last refresh
         content = {name: sql for name, sql in statements.items() if name != STATUS}
         if content == self._served:
             return False
-        changed = {name: sql for name, sql in statements.items() if self._served.get(name) != sql}
+        changed = {name for name, sql in statements.items() if self._served.get(name) != sql}
         number = self.latest.number + 1 if self.latest else 1
-        self._replace(changed, unready(snapshot), number)  # a relation whose files did not change stays
+        self._replace(snapshot, changed, number)  # a relation whose files did not change stays
         self._served = content
         with self._changed:
             self.latest = Refresh(
@@ -119,15 +121,19 @@ class LiveViews:
             log.info("speed rows are merged again (batch version %d)", snapshot.batch.version)
         self._stranded = snapshot.stranded
 
-    def _replace(self, statements: dict[str, str], views: set[str], number: int) -> None:
-        """Replace relations in one transaction: tables of rows, or ``views`` (relations of views not ready,
-        which raise their reason when queried and cannot be materialized); the refresh's ``number`` with
-        them, so a reader can tell exactly which refresh it reads."""
+    def _replace(self, snapshot: ServingSnapshot, names: set[str], number: int) -> None:
+        """Replace the named relations in one transaction: tables of rows computed from the partial rows
+        loaded for the snapshot, or views (of views not ready, which raise their reason when queried and
+        cannot be materialized); the refresh's ``number`` with them, so a reader can tell exactly which
+        refresh it reads."""
         admin = self._admin
         kinds = dict(self._kinds)
+        views = unready(snapshot)
         admin.execute("BEGIN")
         try:
-            for name, sql in statements.items():
+            statements = relations(snapshot, self._loaded.rows)
+            for name in sorted(names):
+                sql = statements[name]
                 kind = "VIEW" if name in views else "TABLE"
                 served = f"{catalog.SERVED_SCHEMA}.{name}"
                 if kinds.get(name, kind) != kind:
@@ -142,7 +148,9 @@ class LiveViews:
             admin.execute("COMMIT")
         except BaseException:
             admin.execute("ROLLBACK")
+            self._loaded.rolled_back()
             raise
+        self._loaded.committed()
         self._columns = columns
         self._kinds = kinds
 

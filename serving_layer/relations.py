@@ -10,13 +10,20 @@ events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from lambda_contracts.views import BUCKET, VIEWS, Dimension, Measure, View
 from serving_layer.snapshot import ServingSnapshot
 
 STATUS = "serving_status"
+SOURCE_FILE = "source_file"
+"""The column that tags loaded partial rows with the file they came from (never served)."""
+
+Rows = Callable[[View, str, list[str]], str]
+"""(view, layer, files) -> a SELECT of the partial rows of those files (layer: batch or speed)."""
 
 
-def _quoted(text: str) -> str:
+def quoted(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
@@ -32,31 +39,23 @@ def _nulls(dimensions: tuple[Dimension, ...], measures: tuple[Measure, ...]) -> 
     return ", ".join(columns)
 
 
-def _empty(view: View) -> str:
+def empty_partials(view: View) -> str:
+    """No partial rows of ``view``, in their shape and types."""
     return f"SELECT {_nulls(view.partial_dimensions, view.partial_measures)} WHERE false"
 
 
-def _rows(view: View, files: list[str]) -> str:
+def read_files(view: View, layer: str, files: list[str]) -> str:
+    """The partial rows of ``files``, read from them by the query (``layer`` does not matter here)."""
     if not files:
-        return _empty(view)
+        return empty_partials(view)
     columns = ", ".join((*view.key_columns, *view.measure_columns))
-    listing = ", ".join(_quoted(f) for f in files)
+    listing = ", ".join(quoted(f) for f in files)
     return f"SELECT {columns} FROM read_parquet([{listing}], hive_partitioning = false)"
-
-
-def batch_rows(view: View, snapshot: ServingSnapshot) -> str:
-    """The batch view's rows of the snapshot's version (events below the cutoff)."""
-    return _rows(view, snapshot.batch_files(view.name))
-
-
-def speed_partials(view: View, snapshot: ServingSnapshot) -> str:
-    """Per-segment speed rows from the cutoff on, as a relation to merge."""
-    return f"({_rows(view, snapshot.speed_files(view.name))}) AS partials"
 
 
 def _not_ready(view: View, reason: str) -> str:
     """A relation that fails, when queried, with the reason: never rows that might be incomplete."""
-    message = _quoted(f"view {view.name} is not ready: {reason}")
+    message = quoted(f"view {view.name} is not ready: {reason}")
     return f"SELECT {_nulls(view.dimensions, view.measures)} WHERE error({message}) IS NULL"
 
 
@@ -66,8 +65,9 @@ def unready(snapshot: ServingSnapshot) -> set[str]:
     return {f"{name}{suffix}" for name in names for suffix in SUFFIXES}
 
 
-def relations(snapshot: ServingSnapshot) -> dict[str, str]:
-    """Relation name -> SELECT statement, all over the same snapshot."""
+def relations(snapshot: ServingSnapshot, rows: Rows = read_files) -> dict[str, str]:
+    """Relation name -> SELECT statement, all over the same snapshot: the batch rows of its version below the
+    cutoffs and the speed rows from them on, as ``rows`` gives them (read from the files by default)."""
     out: dict[str, str] = {}
     for view in VIEWS:
         reason = snapshot.not_ready(view.name)
@@ -75,11 +75,11 @@ def relations(snapshot: ServingSnapshot) -> dict[str, str]:
             for suffix in SUFFIXES:
                 out[f"{view.name}{suffix}"] = _not_ready(view, reason)
             continue
-        batch = batch_rows(view, snapshot)
-        speed = _rows(view, snapshot.speed_files(view.name))
+        batch = rows(view, "batch", snapshot.batch_files(view.name))
+        speed = rows(view, "speed", snapshot.speed_files(view.name))
         out[view.name] = view.final_sql(f"({batch} UNION ALL {speed}) AS partials")
         out[f"{view.name}_batch"] = view.final_sql(f"({batch}) AS partials")
-        out[f"{view.name}_speed"] = view.final_sql(speed_partials(view, snapshot))
+        out[f"{view.name}_speed"] = view.final_sql(f"({speed}) AS partials")
     out[STATUS] = status_sql(snapshot)
     return out
 
@@ -88,14 +88,14 @@ def status_sql(snapshot: ServingSnapshot) -> str:
     reflected = snapshot.reflected_offsets()
     rows = []
     for partition, speed in sorted(snapshot.speed.items()):
-        published = _quoted(speed.published_at) if speed else "NULL"
+        published = quoted(speed.published_at) if speed else "NULL"
         rows.append(
             f"({partition}, {snapshot.batch.version}, {snapshot.cutoff(partition)}, "
             f"{speed.next_offset if speed else 'NULL'}, {str(snapshot.speed_used(partition)).lower()}, "
             f"CAST({published} AS TIMESTAMPTZ), {reflected[partition]}, "
-            f"CAST({_quoted(snapshot.batch.created_at) if snapshot.batch.created_at else 'NULL'} AS TIMESTAMPTZ), "
-            f"CAST({_quoted(snapshot.resolved_at.isoformat())} AS TIMESTAMPTZ), "
-            f"CAST({_quoted(why) if (why := snapshot.speed_unused_because(partition)) else 'NULL'} AS VARCHAR))"
+            f"CAST({quoted(snapshot.batch.created_at) if snapshot.batch.created_at else 'NULL'} AS TIMESTAMPTZ), "
+            f"CAST({quoted(snapshot.resolved_at.isoformat())} AS TIMESTAMPTZ), "
+            f"CAST({quoted(why) if (why := snapshot.speed_unused_because(partition)) else 'NULL'} AS VARCHAR))"
         )
     columns = (
         "kafka_partition, batch_version, batch_cutoff, speed_next_offset, speed_used, "

@@ -18,7 +18,7 @@ never read without that count.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
@@ -37,6 +37,7 @@ class ServingSnapshot:
     batch: Manifest
     speed: dict[int, PartitionSnapshot | None]
     resolved_at: datetime
+    _file_lists: dict[str, tuple[list[str], list[str]]] = field(default_factory=dict, compare=False, repr=False)
 
     def cutoff(self, partition: int) -> int:
         return self.batch.cutoffs.get(partition, 0)
@@ -119,18 +120,30 @@ class ServingSnapshot:
         return None
 
     def batch_files(self, view: str) -> list[str]:
-        return [str((self.batch_root / f).resolve()) for f in self.batch.files(view)]
+        return self._files(view)[0]
 
     def speed_files(self, view: str) -> list[str]:
-        files = []
-        for partition, snapshot in sorted(self.speed.items()):
-            if snapshot is None or not self.speed_used(partition):
-                continue
-            root = partition_root(self.speed_root, partition)
-            for segment in snapshot.segments:
-                if segment.start >= self.cutoff(partition) and view in segment.views:
-                    files.append(str((root / segment.folder / f"{view}.parquet").resolve()))
-        return files
+        return self._files(view)[1]
+
+    def _files(self, view: str) -> tuple[list[str], list[str]]:
+        """The view's batch and speed files, as absolute paths built from the roots resolved once: resolving
+        each file would cost a system call per folder of its path, thousands per refresh, each of which hands
+        Python's lock to the serving process's client threads and waits to get it back."""
+        if view not in self._file_lists:
+            batch_root, speed_root = self.batch_root.resolve(), self.speed_root.resolve()
+            batch = [str(batch_root / f) for f in self.batch.files(view)]  # manifests name files below the root
+            speed = []
+            for partition, snapshot in sorted(self.speed.items()):
+                if snapshot is None or not self.speed_used(partition):
+                    continue
+                root = partition_root(speed_root, partition)
+                speed += [
+                    str(root / segment.folder / f"{view}.parquet")
+                    for segment in snapshot.segments
+                    if segment.start >= self.cutoff(partition) and view in segment.views
+                ]
+            self._file_lists[view] = (batch, speed)
+        return self._file_lists[view]
 
 
 def resolve(settings: Settings) -> ServingSnapshot:

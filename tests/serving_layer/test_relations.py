@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -17,7 +18,11 @@ from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
 from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
 from serving_layer.database_file import publish_database_file
+from serving_layer.live import LiveViews
+from serving_layer.pgwire import catalog
 from serving_layer.query import query
+from serving_layer.relations import STATUS, relations
+from serving_layer.snapshot import resolve
 
 pytestmark = pytest.mark.unit
 
@@ -234,3 +239,72 @@ def test_the_stock_duckdb_cli_opens_the_served_file_and_reads_every_view(tmp_pat
         "every view answers, with the merged rows of this snapshot"
     )
     assert len(lines) == len(VIEWS_BY_NAME) + 2, "and the status relation lists both partitions"
+
+
+def served_and_read_from_files(live: LiveViews, settings: Settings) -> tuple[dict[str, list[tuple[object, ...]]], ...]:
+    """Every relation but the status, as the live tables serve it and as a query over the files reads it."""
+    session = live.session()
+    names = [name for name in relations(resolve(settings)) if name != STATUS]
+    served = {name: sorted(session.execute(f"SELECT * FROM {name}").fetchall()) for name in names}
+    read = {
+        name: sorted(tuple(r.values()) for r in query(settings, f"SELECT * FROM {name}").to_pylist()) for name in names
+    }
+    return served, read
+
+
+def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publishes_and_failed_refreshes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live views keep the rows of files already read and read only new ones: after open segments are
+    replaced, a batch version moves the cutoffs, and refreshes fail half-way (rolled back, the first one
+    before any table was committed), every served relation still equals the same query over the files."""
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")], version=1)
+    publish_speed(settings, 0, 120, {(100, 120): [("p1", 2, 2, "20.00", "15.00")]})
+    publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
+    live = LiveViews(settings)
+    real_columns = catalog.relation_columns
+    failing = {"left": 0}
+
+    def fail_after_the_rows_were_read(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, list[tuple[str, str]]]]:
+        if failing["left"]:
+            failing["left"] -= 1
+            raise duckdb.IOException("disk went away half-way through the refresh")
+        return real_columns(connection)
+
+    monkeypatch.setattr(catalog, "relation_columns", fail_after_the_rows_were_read)
+
+    def first() -> None:
+        pass
+
+    def open_segment_sealed() -> None:
+        rows = {(100, 120): [("p1", 2, 2, "20.00", "15.00")], (120, 130): [("p3", 1, 2, "8.00", "8.00")]}
+        publish_speed(settings, 0, 130, rows)
+
+    def open_segment_replaced() -> None:  # by a longer one: a new file
+        rows = {(100, 120): [("p1", 2, 2, "20.00", "15.00")], (120, 135): [("p3", 2, 5, "18.00", "10.00")]}
+        publish_speed(settings, 0, 135, rows)
+
+    def batch_version_reconciled() -> None:  # the cutoffs move, and both workers reconcile the version
+        batch = [("p1", 5, 6, "50.00", "15.00"), ("p2", 1, 3, "9.00", "9.00")]
+        publish_batch(settings, {0: 120, 1: 60}, batch, version=2)
+        publish_speed(settings, 0, 140, {(120, 140): [("p3", 3, 6, "21.00", "10.00")]}, reconciled=2)
+        publish_speed(settings, 1, 65, {(60, 65): [("p4", 1, 1, "1.00", "1.00")]}, reconciled=2)
+
+    steps = [first, open_segment_sealed, open_segment_replaced, batch_version_reconciled]
+    for step, fails in zip(steps, (1, 0, 1, 1), strict=True):
+        step()
+        failing["left"] = fails
+        if fails:
+            with pytest.raises(duckdb.IOException):
+                live.refresh()
+        assert live.refresh()
+        served, read = served_and_read_from_files(live, settings)
+        assert served == read
+    assert served[VIEW.name] == [
+        (HOUR, "p1", 5, 6, Decimal("50.00"), Decimal("15.00")),
+        (HOUR, "p2", 1, 3, Decimal("9.00"), Decimal("9.00")),
+        (HOUR, "p3", 3, 6, Decimal("21.00"), Decimal("10.00")),
+        (HOUR, "p4", 1, 1, Decimal("1.00"), Decimal("1.00")),
+    ], "version 2 below the new cutoffs, the speed rows from them on"
+    live.close()
