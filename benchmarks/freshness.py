@@ -31,6 +31,7 @@ from pathlib import Path
 from fastavro import schemaless_reader
 from kafka import TopicPartition
 
+from benchmarks.markers import Acknowledgements, MarkerPoll, MarkerWatcher
 from infra.topics import ensure_topics
 from lambda_contracts.events import SOURCES, SensorReading, SensorReadingPayload
 from lambda_contracts.plumbing import duck
@@ -38,7 +39,7 @@ from lambda_contracts.plumbing.kafka import admin_client, new_consumer, topic_of
 from lambda_contracts.schema_registry import events_catalog
 from lambda_contracts.serde import get_serde
 from lambda_contracts.settings import Settings
-from lambda_contracts.speed_snapshot import PartitionSnapshot, current_sequence, read_snapshot, snapshot_path
+from lambda_contracts.speed_snapshot import read_snapshot
 from lambda_contracts.topics import platform_topics
 from serving_layer.query import query, serving_connection
 from sources.producer import BatchingProducer
@@ -109,9 +110,15 @@ def _marker(index: int) -> tuple[bytes, bytes]:
     return event.entity_key.encode(), get_serde("json").encode(event)
 
 
-def _devices_through_python_api(settings: Settings) -> Iterable[str]:
-    rows = query(settings, MARKER_QUERY)
-    return [str(device) for device in rows.column("device_id").to_pylist()]
+class MarkersThroughPythonApi:
+    """The markers visible through the Python API (``query``: a snapshot resolved per call)."""
+
+    def __call__(self, settings: Settings) -> Iterable[str]:
+        rows = query(settings, MARKER_QUERY)
+        return [str(device) for device in rows.column("device_id").to_pylist()]
+
+    def close(self) -> None:
+        pass
 
 
 def measure_freshness(
@@ -119,27 +126,17 @@ def measure_freshness(
     rate: float,
     seconds: float,
     show: Callable[[str], None],
-    visible_devices: Callable[[Settings], Iterable[str]] = _devices_through_python_api,
+    visible_devices: MarkerPoll | None = None,
 ) -> dict[str, float]:
-    """Produce-to-visible of marker readings, polled with ``visible_devices`` (the Python API by default)."""
+    """Produce-to-visible of marker readings, seen by ``visible_devices`` (the Python API by default) polled
+    from a process of its own."""
     env = settings.child_environment()
     worker = subprocess.Popen([sys.executable, "-m", "lambdactl", "speed"], env=env, stderr=subprocess.DEVNULL)
     sent: dict[str, float] = {}
-    seen: dict[str, float] = {}
-    stages = _MarkerStages(settings)
-    stop = threading.Event()
-
-    def poll() -> None:
-        while not stop.is_set():
-            devices = visible_devices(settings)
-            now = time.monotonic()
-            for device in devices:
-                seen.setdefault(device, now)
-            stages.look_at_publishes()
-            time.sleep(0.01)
-
-    poller = threading.Thread(target=poll, daemon=True)
+    acknowledgements = Acknowledgements()
+    watcher = MarkerWatcher(visible_devices or MarkersThroughPythonApi(), settings)
     try:
+        watcher.start()
         simulators = build_simulators(SOURCES, rate=rate / 3, serde=get_serde("json"), start=datetime.now(UTC), seed=3)
         producer = BatchingProducer(settings, settings.events_topic)
         started = time.monotonic()
@@ -153,27 +150,21 @@ def measure_freshness(
                 key, value = _marker(next(counter))
                 marker = key.decode()
                 sent[marker] = time.monotonic()
-                producer.send(key, value, delivered=stages.acknowledged(marker))
+                producer.send(key, value, delivered=acknowledgements.of(marker))
                 next_marker = now + MARKER_EVERY_S
-                if not poller.is_alive():
-                    poller.start()
 
         report = run_simulation(simulators, producer, duration_s=seconds, realtime=True, on_record=on_record)
-        deadline = time.monotonic() + 10
-        while len(seen) < len(sent) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        seen, publishes = watcher.finish(sent)
         show(
             f"  produced {report.records:,} records in {report.seconds:.1f}s ({report.rate:,.0f}/s), "
             f"{len(sent)} markers"
         )
     finally:
-        stop.set()
-        if poller.is_alive():
-            poller.join(timeout=30)  # its last poll ends before the caller closes what it polls through
+        watcher.stop()
         worker.terminate()
         worker.wait(timeout=60)
     latencies = [seen[m] - sent[m] for m in sent if m in seen]
-    split = stages.medians(sent, seen)
+    split = acknowledgements.stage_medians(sent, seen, publishes)
     to_ms = {stage: f"{value * 1000:,.0f} ms" for stage, value in split.items()}
     show(
         f"  where a marker's time goes (medians): to the broker's acknowledgement {to_ms['to_broker']}, "
@@ -187,63 +178,6 @@ def measure_freshness(
         "p99": percentile(latencies, 0.99),
         **split,
     }
-
-
-class _MarkerStages:
-    """When each marker was acknowledged and published, to split produce-to-visible into its stages.
-
-    The producer's acknowledgement gives a marker's partition and offset; the speed snapshots say
-    when (``published_at``) a partition's publish first reached past that offset. Times are on the
-    monotonic clock of this process (a snapshot's wall time is converted with one fixed offset).
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self._speed_root = settings.speed_views_path
-        self._partitions = settings.topic_partitions
-        self._acked: dict[str, tuple[float, int, int]] = {}
-        self._publishes: dict[int, list[tuple[int, float]]] = {p: [] for p in range(self._partitions)}
-        self._sequences: dict[int, int] = {}
-        self._wall_to_monotonic = time.monotonic() - time.time()
-
-    def acknowledged(self, marker: str) -> Callable[[int, int], None]:
-        def record(partition: int, offset: int) -> None:
-            self._acked[marker] = (time.monotonic(), partition, offset)
-
-        return record
-
-    def look_at_publishes(self) -> None:
-        """Note every new snapshot: polled often enough to see each publish (one per ``speed_publish_ms``)."""
-        for partition in range(self._partitions):
-            sequence = current_sequence(self._speed_root, partition)
-            if not sequence or self._sequences.get(partition) == sequence:
-                continue
-            try:
-                snapshot = PartitionSnapshot.from_json(snapshot_path(self._speed_root, partition, sequence).read_text())
-            except FileNotFoundError:  # replaced and removed since: the next look sees its successor
-                continue
-            self._sequences[partition] = sequence
-            published = datetime.fromisoformat(snapshot.published_at).timestamp() + self._wall_to_monotonic
-            self._publishes[partition].append((snapshot.next_offset, published))
-
-    def _published(self, partition: int, offset: int) -> float | None:
-        return next((at for next_offset, at in self._publishes[partition] if next_offset > offset), None)
-
-    def medians(self, sent: dict[str, float], seen: dict[str, float]) -> dict[str, float]:
-        to_broker, to_publish, to_visible = [], [], []
-        for marker, (acked, partition, offset) in self._acked.items():
-            published = self._published(partition, offset)
-            if published is None or marker not in seen:
-                continue
-            to_broker.append(acked - sent[marker])
-            to_publish.append(published - acked)
-            to_visible.append(seen[marker] - published)
-        if not to_broker:
-            return {"to_broker": float("nan"), "to_publish": float("nan"), "to_visible": float("nan")}
-        return {
-            "to_broker": statistics.median(to_broker),
-            "to_publish": statistics.median(to_publish),
-            "to_visible": statistics.median(to_visible),
-        }
 
 
 def _bare_parse(serde: str) -> Callable[[bytes], object]:

@@ -199,11 +199,7 @@ def run_serving_benchmark(
             show(f"serving process up; {clients} psycopg clients run the dashboard query through the endpoint")
             querying.start()
             started = time.monotonic()
-            markers = _MarkersThroughPg()
-            try:
-                fresh = measure_freshness(bench, rate, seconds, show, visible_devices=markers)
-            finally:
-                markers.close()
+            fresh = measure_freshness(bench, rate, seconds, show, visible_devices=_MarkersThroughPg())
             stop.set()
             latencies = [value for _ in range(clients) for value in out.get(timeout=60)]
             elapsed = time.monotonic() - started
