@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import lru_cache
+
+KNOWN_TEXTS = 1024
+"""Statement texts whose rewrite and first words are remembered: clients send the same few again and again
+(tokenizing them anew was a quarter of the serving process's Python time under a dashboard's load)."""
 
 CATALOG_SCHEMA = "pgc"
 # Catalog functions the ``pgc`` schema defines whose names do not start with ``pg_``; other
@@ -110,6 +115,7 @@ def _catalog_name(match: re.Match[str]) -> str:
     return f"{CATALOG_SCHEMA}.{name}" if ours else name
 
 
+@lru_cache(maxsize=KNOWN_TEXTS)
 def rewrite(sql: str) -> str:
     """Postgres catalog references redirected to the serving database's Postgres-shaped catalog."""
     tokens = list(_tokens(sql))
@@ -132,5 +138,10 @@ def rewrite(sql: str) -> str:
 
 def first_words(statement: str, count: int = 2) -> list[str]:
     """The statement's first keywords, upper-cased, comments skipped (to route SET, SHOW, BEGIN ...)."""
+    return list(_first_words(statement, count))
+
+
+@lru_cache(maxsize=KNOWN_TEXTS)
+def _first_words(statement: str, count: int) -> tuple[str, ...]:
     code = " ".join(text for kind, text in _tokens(statement) if kind != "comment")
-    return [w.upper() for w in re.findall(r"[A-Za-z_]+", code)[:count]]
+    return tuple(w.upper() for w in re.findall(r"[A-Za-z_]+", code)[:count])
