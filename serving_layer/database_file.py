@@ -2,8 +2,9 @@
 
 DuckDB opens a database file several times by path while connecting, and reads a Parquet file's
 metadata and data in separate opens, so no path a reader may open is ever replaced. Instead,
-every ``serving_refresh_seconds`` ``lambdactl serve`` writes a new immutable database file
-(``versions/lambda-<n>.duckdb``) whose views name the immutable files of one resolved snapshot,
+``lambdactl serve`` looks every ``serving_refresh_seconds`` and, when a layer has published since,
+writes a new immutable database file (``versions/lambda-<n>.duckdb``) whose views name the
+immutable files of one resolved snapshot,
 then publishes its name in ``LATEST`` (written whole by rename). ``lambda.duckdb`` is a symlink
 to the newest file for convenience; opening it at the very instant it is renewed can fail, so
 tools that reconnect often should open the path in ``LATEST``. A session keeps the snapshot it
@@ -23,7 +24,7 @@ import duckdb
 
 from lambda_contracts.plumbing.files import write_atomically
 from lambda_contracts.settings import Settings
-from serving_layer.relations import relations
+from serving_layer.relations import STATUS, relations
 from serving_layer.snapshot import resolve
 
 LATEST = "LATEST"
@@ -39,6 +40,33 @@ def latest_database(settings: Settings) -> Path:
 
 def publish_database_file(settings: Settings) -> Path:
     """Write a new database file over the current snapshot and make it the latest."""
+    return _write(settings, relations(resolve(settings)))
+
+
+class DatabaseFiles:
+    """Renews the database file when a layer has published since the last one: a file costs ~40 ms of CPU
+    (a DuckDB database written and checkpointed), which a serving process paid every second while
+    nothing changed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._latest: Path | None = None
+        self._shows: tuple[object, ...] = ()
+        """What the latest file shows: its relations but the status (whose resolve time differs at every
+        resolve), the batch version and how far the merged views reflect each partition."""
+
+    def renew(self) -> Path:
+        """The latest database file: a new one if the current snapshot shows anything the latest does not."""
+        snapshot = resolve(self.settings)
+        statements = relations(snapshot)
+        content = {name: sql for name, sql in statements.items() if name != STATUS}
+        shows = (content, snapshot.batch.version, snapshot.reflected_offsets())
+        if self._latest is None or shows != self._shows or not self._latest.exists():
+            self._latest, self._shows = _write(self.settings, statements), shows
+        return self._latest
+
+
+def _write(settings: Settings, statements: dict[str, str]) -> Path:
     root = settings.serving_database.parent.resolve()
     folder = root / VERSIONS
     folder.mkdir(parents=True, exist_ok=True)
@@ -49,7 +77,7 @@ def publish_database_file(settings: Settings) -> Path:
         str(temporary), config={"storage_compatibility_version": settings.serving_storage_version}
     )
     try:
-        for name, sql in relations(resolve(settings)).items():
+        for name, sql in statements.items():
             connection.execute(f"CREATE VIEW {name} AS {sql}")
         connection.execute("CHECKPOINT")
     finally:

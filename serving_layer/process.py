@@ -1,8 +1,8 @@
 """The long-running serving process (``lambdactl serve``): live views, the Postgres endpoint, the file.
 
 The live views refresh whenever a layer publishes; the Postgres endpoint (when a password is
-set) answers every client from them; the DuckDB database file for the stock CLI is renewed every
-``serving_refresh_seconds`` as before.
+set) answers every client from them; the DuckDB database file for the stock CLI is renewed within
+``serving_refresh_seconds`` of a publish.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from prometheus_client import start_http_server
 
 from lambda_contracts.settings import Settings
-from serving_layer.database_file import publish_database_file
+from serving_layer.database_file import DatabaseFiles
 from serving_layer.live import LiveViews
 from serving_layer.metrics import EndpointMetrics
 from serving_layer.pgwire.server import PgEndpoint
@@ -57,13 +57,15 @@ def run_serving(settings: Settings, stop: threading.Event, echo: Callable[[str],
     for thread in threads:
         thread.start()
     try:
-        publish_database_file(settings)
+        files = DatabaseFiles(settings)
+        files.renew()
         path = settings.serving_database.absolute()
         echo(
-            f"serving {path}: open it with `duckdb -readonly {path}`; renewed every {settings.serving_refresh_seconds}s"
+            f"serving {path}: open it with `duckdb -readonly {path}`; renewed within "
+            f"{settings.serving_refresh_seconds}s of a publish"
         )
         while not stop.wait(settings.serving_refresh_seconds):
-            publish_database_file(settings)
+            files.renew()
     finally:
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -17,7 +17,7 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
 from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
-from serving_layer.database_file import publish_database_file
+from serving_layer.database_file import DatabaseFiles, latest_database, publish_database_file
 from serving_layer.live import LiveViews
 from serving_layer.pgwire import catalog
 from serving_layer.query import query
@@ -308,3 +308,29 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
         (HOUR, "p4", 1, 1, Decimal("1.00"), Decimal("1.00")),
     ], "version 2 below the new cutoffs, the speed rows from them on"
     live.close()
+
+
+def test_the_database_file_is_renewed_only_when_the_snapshot_shows_something_new(tmp_path: Path) -> None:
+    """A new file costs a DuckDB database written and checkpointed: none while nothing was published, one
+    when rows changed, one when only the offsets the views reflect moved (the status must not lag behind)."""
+    settings = Settings(data_dir=tmp_path, topic_partitions=2)
+    publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")])
+    publish_speed(settings, 0, 120, {(100, 120): [("p1", 2, 2, "20.00", "15.00")]})
+    publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
+    files = DatabaseFiles(settings)
+    first = files.renew()
+    assert files.renew() == first == latest_database(settings), "nothing published: no new file"
+
+    rows = {(50, 60): [("p2", 1, 3, "9.00", "9.00")], (60, 70): [("p4", 1, 1, "1.00", "1.00")]}
+    publish_speed(settings, 1, 70, rows)
+    second = files.renew()
+    assert second != first and latest_database(settings) == second
+
+    rows = {(50, 60): [("p2", 1, 3, "9.00", "9.00")], (60, 75): [("p4", 1, 1, "1.00", "1.00")]}
+    publish_speed(settings, 1, 75, rows)  # offsets 70..75 held nothing to count (duplicates, say)
+    third = files.renew()
+    assert third != second and files.renew() == third
+    status = duckdb.connect(str(third), read_only=True).execute(
+        "SELECT reflected_offset, speed_unused_because FROM serving_status ORDER BY kafka_partition"
+    )
+    assert status.fetchall() == [(120, None), (75, None)]
