@@ -166,13 +166,16 @@ def probe_batch(settings: Settings) -> BatchProbe:
 
 
 def probe_serving(settings: Settings) -> Component:
-    """Down when the newest database file is older than ``serving_stale_after_s``."""
+    """Down when serve last confirmed the newest database file current more than ``serving_stale_after_s``
+    ago (it writes a new one when a layer published, else touches the current one)."""
     try:
         database = latest_database(settings)
     except FileNotFoundError:
         return Component("serving", False, "no database file published yet (lambdactl serve)")
     age = time.time() - database.stat().st_mtime
-    return Component("serving", age <= settings.serving_stale_after_s, f"{database.name} published {age:.1f} s ago")
+    return Component(
+        "serving", age <= settings.serving_stale_after_s, f"{database.name} confirmed current {age:.1f} s ago"
+    )
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,9 @@ def publish_database_file(settings: Settings) -> Path:
 class DatabaseFiles:
     """Renews the database file when a layer has published since the last one: a file costs ~40 ms of CPU
     (a DuckDB database written and checkpointed), which a serving process paid every second while
-    nothing changed."""
+    nothing changed. Otherwise the latest file's modification time is set to now: it says when serve
+    last confirmed that the file shows the current snapshot (the health probe reads it), and keeps the
+    file from being pruned as old while it is current."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -63,6 +65,8 @@ class DatabaseFiles:
         shows = (content, snapshot.batch.version, snapshot.reflected_offsets())
         if self._latest is None or shows != self._shows or not self._latest.exists():
             self._latest, self._shows = _write(self.settings, statements), shows
+        else:
+            os.utime(self._latest)
         return self._latest
 
 

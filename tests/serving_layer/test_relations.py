@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -319,7 +321,9 @@ def test_the_database_file_is_renewed_only_when_the_snapshot_shows_something_new
     publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
     files = DatabaseFiles(settings)
     first = files.renew()
+    os.utime(first, (0, 0))
     assert files.renew() == first == latest_database(settings), "nothing published: no new file"
+    assert time.time() - first.stat().st_mtime < 60, "but confirmed current: the health probe reads its time"
 
     rows = {(50, 60): [("p2", 1, 3, "9.00", "9.00")], (60, 70): [("p4", 1, 1, "1.00", "1.00")]}
     publish_speed(settings, 1, 70, rows)
