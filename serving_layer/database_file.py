@@ -24,7 +24,7 @@ import duckdb
 
 from lambda_contracts.plumbing.files import write_atomically
 from lambda_contracts.settings import Settings
-from serving_layer.relations import STATUS, relations
+from serving_layer.relations import relations, served_content
 from serving_layer.snapshot import resolve
 
 LATEST = "LATEST"
@@ -61,7 +61,7 @@ class DatabaseFiles:
         """The latest database file: a new one if the current snapshot shows anything the latest does not."""
         snapshot = resolve(self.settings)
         statements = relations(snapshot)
-        content = {name: sql for name, sql in statements.items() if name != STATUS}
+        content = served_content(statements)
         shows = (content, snapshot.batch.version, snapshot.reflected_offsets())
         if self._latest is None or shows != self._shows or not self._latest.exists():
             self._latest, self._shows = _write(self.settings, statements), shows

@@ -28,7 +28,7 @@ from serving_layer.loaded_rows import LoadedRows
 from serving_layer.pgwire import catalog
 from serving_layer.pgwire.results import REFRESH_TABLE
 from serving_layer.pgwire.sql_text import CATALOG_SCHEMA
-from serving_layer.relations import STATUS, relations, unready
+from serving_layer.relations import relations, served_content, unready
 from serving_layer.snapshot import ServingSnapshot, resolve
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class LiveViews:
         snapshot = resolve(self.settings)
         self._tell_stranded(snapshot)
         statements = relations(snapshot)  # over the files: what changed since the last refresh
-        content = {name: sql for name, sql in statements.items() if name != STATUS}
+        content = served_content(statements)
         if content == self._served:
             return False
         changed = {name for name, sql in statements.items() if self._served.get(name) != sql}

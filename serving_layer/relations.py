@@ -84,6 +84,12 @@ def relations(snapshot: ServingSnapshot, rows: Rows = read_files) -> dict[str, s
     return out
 
 
+def served_content(statements: dict[str, str]) -> dict[str, str]:
+    """The relations but the status: what changes only when a layer publishes (the status differs at every
+    resolve, by its resolve time)."""
+    return {name: sql for name, sql in statements.items() if name != STATUS}
+
+
 def status_sql(snapshot: ServingSnapshot) -> str:
     reflected = snapshot.reflected_offsets()
     rows = []
