@@ -16,6 +16,7 @@ for DuckDB's threads would deadlock with a client query that needs that lock to 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -64,7 +65,7 @@ class LiveViews:
         catalog.install(self._admin)
         self._admin.execute(f"CREATE TABLE {REFRESH_TABLE} (number BIGINT)")
         self._admin.execute("SET GLOBAL TimeZone = 'UTC'")
-        self._loaded = LoadedRows(self._admin)
+        self._loaded = LoadedRows()
         self._served: dict[str, str] = {}
         self._kinds: dict[str, str] = {}
         """Relation -> TABLE or VIEW, as last created (replacing one by the other needs a DROP first)."""
@@ -129,26 +130,28 @@ class LiveViews:
         admin = self._admin
         kinds = dict(self._kinds)
         views = unready(snapshot)
-        admin.execute("BEGIN")
         try:
             statements = relations(snapshot, self._loaded.rows)
+            script = ["BEGIN", *self._loaded.changes()]
             for name in sorted(names):
-                sql = statements[name]
                 kind = "VIEW" if name in views else "TABLE"
                 served = f"{catalog.SERVED_SCHEMA}.{name}"
                 if kinds.get(name, kind) != kind:
-                    admin.execute(f"DROP {kinds[name]} {served}")
-                admin.execute(f"CREATE OR REPLACE {kind} {served} AS {sql}")
+                    script.append(f"DROP {kinds[name]} {served}")
+                script.append(f"CREATE OR REPLACE {kind} {served} AS {statements[name]}")
                 kinds[name] = kind
+            script += [f"DELETE FROM {REFRESH_TABLE}", f"INSERT INTO {REFRESH_TABLE} VALUES ({number})"]
+            # one call for all but the catalog: each call takes Python's lock back from the client threads,
+            # which under load cost more than most statements (BEGIN alone took 7 ms; a refresh made ~25)
+            admin.execute(";\n".join(script))
             columns = catalog.relation_columns(admin)
             if columns != self._columns:
                 catalog.describe_relations(admin, columns)
-            admin.execute(f"DELETE FROM {REFRESH_TABLE}")
-            admin.execute(f"INSERT INTO {REFRESH_TABLE} VALUES ({number})")
             admin.execute("COMMIT")
         except BaseException:
-            admin.execute("ROLLBACK")
             self._loaded.rolled_back()
+            with contextlib.suppress(duckdb.TransactionException):  # none if it failed before BEGIN ran
+                admin.execute("ROLLBACK")
             raise
         self._loaded.committed()
         self._columns = columns

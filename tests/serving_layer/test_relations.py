@@ -19,12 +19,13 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
 from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
+from serving_layer import live as live_module
 from serving_layer.database_file import DatabaseFiles, latest_database, publish_database_file
 from serving_layer.live import LiveViews
 from serving_layer.pgwire import catalog
 from serving_layer.query import query
-from serving_layer.relations import STATUS, relations
-from serving_layer.snapshot import resolve
+from serving_layer.relations import STATUS, Rows, read_files, relations
+from serving_layer.snapshot import ServingSnapshot, resolve
 
 pytestmark = pytest.mark.unit
 
@@ -258,23 +259,43 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The live views keep the rows of files already read and read only new ones: after open segments are
-    replaced, a batch version moves the cutoffs, and refreshes fail half-way (rolled back, the first one
-    before any table was committed), every served relation still equals the same query over the files."""
+    replaced, a batch version moves the cutoffs, and refreshes fail (rolled back: before the transaction
+    began, while reading files, after every file was read; the first before any table was committed),
+    every served relation still equals the same query over the files."""
     settings = Settings(data_dir=tmp_path, topic_partitions=2)
     publish_batch(settings, {0: 100, 1: 50}, [("p1", 3, 4, "30.00", "12.00")], version=1)
     publish_speed(settings, 0, 120, {(100, 120): [("p1", 2, 2, "20.00", "15.00")]})
     publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
     live = LiveViews(settings)
-    real_columns = catalog.relation_columns
-    failing = {"left": 0}
+    failing: dict[str, str | None] = {"at": None}
+    real_columns, real_relations, real_changes = catalog.relation_columns, live_module.relations, live._loaded.changes
+
+    def fails_at(where: str) -> bool:
+        if failing["at"] != where:
+            return False
+        failing["at"] = None
+        return True
 
     def fail_after_the_rows_were_read(connection: duckdb.DuckDBPyConnection) -> list[tuple[str, list[tuple[str, str]]]]:
-        if failing["left"]:
-            failing["left"] -= 1
+        if fails_at("after reading"):
             raise duckdb.IOException("disk went away half-way through the refresh")
         return real_columns(connection)
 
+    def fail_before_the_transaction(snapshot: ServingSnapshot, rows: Rows = read_files) -> dict[str, str]:
+        statements = real_relations(snapshot, rows)  # the rows to read are noted, not read yet
+        if rows == live._loaded.rows and fails_at("before the transaction"):
+            raise ValueError("a view declaration could not be read")
+        return statements
+
+    def fail_while_reading() -> list[str]:
+        changes = real_changes()
+        if fails_at("while reading"):  # a file pruned under the refresh: the reads before it are undone
+            changes.insert(len(changes) // 2, f"SELECT * FROM read_parquet('{settings.data_dir}/views/gone.parquet')")
+        return changes
+
     monkeypatch.setattr(catalog, "relation_columns", fail_after_the_rows_were_read)
+    monkeypatch.setattr(live_module, "relations", fail_before_the_transaction)
+    monkeypatch.setattr(live._loaded, "changes", fail_while_reading)
 
     def first() -> None:
         pass
@@ -294,12 +315,14 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
         publish_speed(settings, 1, 65, {(60, 65): [("p4", 1, 1, "1.00", "1.00")]}, reconciled=2)
 
     steps = [first, open_segment_sealed, open_segment_replaced, batch_version_reconciled]
-    for step, fails in zip(steps, (1, 0, 1, 1), strict=True):
+    failures = ("after reading", None, "while reading", "before the transaction")
+    for step, failure in zip(steps, failures, strict=True):
         step()
-        failing["left"] = fails
-        if fails:
-            with pytest.raises(duckdb.IOException):
+        if failure:
+            failing["at"] = failure
+            with pytest.raises((duckdb.IOException, ValueError)):
                 live.refresh()
+            assert failing["at"] is None, f"failed {failure}"
         assert live.refresh()
         served, read = served_and_read_from_files(live, settings)
         assert served == read
