@@ -19,7 +19,6 @@ from lambda_contracts.settings import Settings
 from lambda_contracts.speed_snapshot import CURRENT as SPEED_CURRENT
 from lambda_contracts.speed_snapshot import PartitionSnapshot, Segment, partition_root, snapshot_path
 from lambda_contracts.views import VIEW_NAMES, VIEWS_BY_NAME
-from serving_layer import live as live_module
 from serving_layer.database_file import DatabaseFiles, latest_database, publish_database_file
 from serving_layer.live import LiveViews
 from serving_layer.pgwire import catalog
@@ -268,7 +267,7 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
     publish_speed(settings, 1, 60, {(50, 60): [("p2", 1, 3, "9.00", "9.00")]})
     live = LiveViews(settings)
     failing: dict[str, str | None] = {"at": None}
-    real_columns, real_relations, real_changes = catalog.relation_columns, live_module.relations, live._loaded.changes
+    real_columns, real_changes = catalog.relation_columns, live._loaded.changes
 
     def fails_at(where: str) -> bool:
         if failing["at"] != where:
@@ -282,7 +281,7 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
         return real_columns(connection)
 
     def fail_before_the_transaction(snapshot: ServingSnapshot, rows: Rows = read_files) -> dict[str, str]:
-        statements = real_relations(snapshot, rows)  # the rows to read are noted, not read yet
+        statements = relations(snapshot, rows)  # the rows to read are noted, not read yet
         if rows == live._loaded.rows and fails_at("before the transaction"):
             raise ValueError("a view declaration could not be read")
         return statements
@@ -294,7 +293,7 @@ def test_live_tables_read_each_file_once_and_still_equal_the_files_through_publi
         return changes
 
     monkeypatch.setattr(catalog, "relation_columns", fail_after_the_rows_were_read)
-    monkeypatch.setattr(live_module, "relations", fail_before_the_transaction)
+    monkeypatch.setattr("serving_layer.live.relations", fail_before_the_transaction)
     monkeypatch.setattr(live._loaded, "changes", fail_while_reading)
 
     def first() -> None:
