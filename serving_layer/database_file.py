@@ -4,8 +4,8 @@ DuckDB opens a database file several times by path while connecting, and reads a
 metadata and data in separate opens, so no path a reader may open is ever replaced. Instead,
 ``lambdactl serve`` looks every ``serving_refresh_seconds`` and, when a layer has published since,
 writes a new immutable database file (``versions/lambda-<n>.duckdb``) whose views name the
-immutable files of one resolved snapshot,
-then publishes its name in ``LATEST`` (written whole by rename). ``lambda.duckdb`` is a symlink
+immutable files of one resolved snapshot, then publishes its name in ``LATEST`` (written whole by
+rename). ``lambda.duckdb`` is a symlink
 to the newest file for convenience; opening it at the very instant it is renewed can fail, so
 tools that reconnect often should open the path in ``LATEST``. A session keeps the snapshot it
 opened; reconnect to see newer data. Files older than the speed layer's grace period may point

@@ -54,7 +54,8 @@ class LoadedRows:
         return f"SELECT {columns} FROM temp.{table}"
 
     def changes(self) -> list[str]:
-        """The statements that bring the tables to what the ``rows`` calls since the last asked for."""
+        """The statements, in order, that bring the tables to what the ``rows`` calls since the last
+        ``changes`` asked for; the caller runs them inside its transaction."""
         statements, self._statements = self._statements, []
         return statements
 
